@@ -1,0 +1,87 @@
+"""The backbone registry and safe weight loading."""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from harness.errors import HarnessError
+
+_BACKBONES: dict[str, Callable[[], nn.Module]] = {}
+
+
+def register_backbone(name: str):
+    def add(factory: Callable[[], nn.Module]):
+        _BACKBONES[name] = factory
+        return factory
+
+    return add
+
+
+def list_backbones(pattern: str = "*") -> list[str]:
+    return sorted(n for n in _BACKBONES if fnmatch.fnmatch(n, pattern))
+
+
+def create_backbone(name: str) -> nn.Module:
+    if name not in _BACKBONES:
+        raise HarnessError(f"unknown backbone '{name}'", where="field 'backbone.name'", fix=f"use one of: {', '.join(list_backbones())}")
+    return _BACKBONES[name]()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a weight file, refusing anything that would run code on load (weights_only)."""
+    if not path.is_file():
+        raise HarnessError(f"weights file {path} does not exist", where="field 'backbone.weights'", fix="pass the path of a weight file you downloaded; the harness never downloads weights")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError or others for files it refuses
+        raise HarnessError(
+            f"weights file {path} cannot be loaded safely: {str(e).splitlines()[0]}",
+            where="field 'backbone.weights'",
+            fix="pass a plain PyTorch state dict (torch.save(model.state_dict())); files that carry code are refused",
+        ) from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise HarnessError(f"weights file {path} holds no state dict of tensors", where="field 'backbone.weights'")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_weights(model: nn.Module, path: Path, name: str, ignore: tuple[str, ...] = ()) -> str:
+    """Load a weight file into `model` strictly (keys starting with `ignore` are skipped); return its SHA-256."""
+    state = {k: v for k, v in read_state_dict(path).items() if not k.startswith(ignore)}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys (e.g. {', '.join(unexpected[:3])})")
+        if wrong_shape:
+            k = wrong_shape[0]
+            parts.append(f"{len(wrong_shape)} keys of another shape (e.g. {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)})")
+        raise HarnessError(
+            f"weights file {path} does not fit backbone '{name}': " + "; ".join(parts),
+            where="field 'backbone.weights'",
+            fix="check that backbone.name matches the architecture the file was saved from",
+        )
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise HarnessError(f"weights file {path} holds NaN or Inf values in {', '.join(bad[:3])}", where="field 'backbone.weights'", fix="the file is damaged or came from a diverged training run; use another")
+    model.load_state_dict(state, strict=True)
+    return sha256_file(path)

@@ -1,0 +1,137 @@
+"""The command line. `python bench.py` with no arguments runs the quickstart."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+
+def _settings(args):
+    from harness.pipeline import Settings, pick_device
+    from harness.protocol import data_home
+
+    return Settings(
+        home=data_home(args.home),
+        results=Path(args.results).absolute(),
+        device=pick_device(args.device),
+        workers=args.workers,
+        batch_episodes=args.batch_episodes,
+        show_progress=False if args.quiet else None,
+    )
+
+
+def _protocol(args):
+    from harness.protocol import find_protocol, load_protocol
+
+    return load_protocol(find_protocol(args.protocol), args.set)
+
+
+def cmd_quickstart(args) -> int:
+    from harness.quickstart import quickstart
+
+    quickstart(_settings(args), episodes=args.episodes)
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from harness.console import log, progress_bar
+    from harness.data.synthetic import SyntheticSpec, generate
+
+    spec = SyntheticSpec(seed=args.seed, videos_per_class=args.videos_per_class, frames=args.frames, size=args.size)
+    started = time.perf_counter()
+    total = (spec.n_train + spec.n_val + spec.n_test) * spec.videos_per_class
+    with progress_bar("synthetic videos", total, False if args.quiet else None) as advance:
+        last = [0]
+
+        def report(done: int, _total: int) -> None:
+            advance(done - last[0])
+            last[0] = done
+
+        root = generate(Path(args.out), spec, progress=report, workers=args.workers or min(2, os.cpu_count() or 1))
+    log(f"synthetic benchmark in {root} ({total} videos, {time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from harness.pipeline import backbone_for
+
+    p = _protocol(args)
+    _, sha, path = backbone_for(p, _settings(args), pretrain_if_missing=True)
+    print(f"backbone '{p.backbone.name}' weights: {path} (sha256 {sha[:16]}...)")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from harness.pipeline import run_method
+    from harness.report import print_summaries
+
+    p = _protocol(args)
+    settings = _settings(args)
+    summaries = [run_method(p, m, settings, n_episodes=args.episodes) for m in args.method]
+    print_summaries(summaries)
+    return 0
+
+
+def cmd_list(args) -> int:
+    import methods
+    from harness.backbones import list_backbones
+    from harness.protocol import list_protocols
+
+    print("methods:   " + ", ".join(methods.list_methods()))
+    print("backbones: " + ", ".join(list_backbones()))
+    print("protocols: " + ", ".join(list_protocols()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", help="data home for datasets, features and checkpoints (default: $FSV_HOME or ./.fsv)")
+    common.add_argument("--results", default="results", help="results folder (default: ./results)")
+    common.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    common.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for decoding clips (default: 0)")
+    common.add_argument("--batch-episodes", type=int, default=1000, help="episodes scored per batch; never changes a prediction")
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    parser = argparse.ArgumentParser(prog="bench.py", description="Few-shot video classification benchmark harness. With no command: the quickstart.", parents=[common])
+    parser.add_argument("--episodes", type=int, default=None, help="episodes per protocol in the quickstart (default: the protocols' 10000)")
+    sub = parser.add_subparsers(dest="command")
+
+    synth = sub.add_parser("synth", help="write the embedded synthetic benchmark to a folder", parents=[common])
+    synth.add_argument("--out", required=True, help="folder to write <class>/<video>/<frame>.jpg and the split files into")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--videos-per-class", type=int, default=30)
+    synth.add_argument("--frames", type=int, default=16)
+    synth.add_argument("--size", type=int, default=64)
+    synth.set_defaults(func=cmd_synth)
+
+    def with_protocol(name: str, help: str, func):
+        cmd = sub.add_parser(name, help=help, parents=[common])
+        cmd.add_argument("--protocol", required=True, help="a protocol file, or the name of a shipped one (see `list`)")
+        cmd.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a protocol field, e.g. --set dataset.root=/data/hmdb51")
+        cmd.set_defaults(func=func)
+        return cmd
+
+    with_protocol("pretrain", "train a backbone that has no published weights (tiny3d) on the train split", cmd_pretrain)
+    run = with_protocol("run", "evaluate methods on a protocol's test episodes", cmd_run)
+    run.add_argument("--method", required=True, action="append", help="a registered method (repeat for several)")
+    run.add_argument("--episodes", type=int, default=None, help="evaluate only the first N episodes of the protocol")
+
+    sub.add_parser("list", help="list methods, backbones and protocols", parents=[common]).set_defaults(func=cmd_list)
+    parser.set_defaults(func=cmd_quickstart)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HarnessError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished chunks are kept; the same command resumes", file=sys.stderr)
+        return 130

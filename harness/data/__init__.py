@@ -1,0 +1,1 @@
+"""Data: split files, the video index, clip loading, and the embedded synthetic benchmark."""

@@ -1,0 +1,72 @@
+"""Clip loading: deterministic test-time frame indices, decode, resize the short side, centre crop, normalise."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch.utils.data import DataLoader, Dataset
+from torchvision.io import ImageReadMode, decode_image
+
+from harness.data.index import Video, list_frames
+from harness.errors import HarnessError
+from harness.protocol import FramesSpec
+
+
+def uniform_indices(n_frames: int, count: int) -> np.ndarray:
+    """`count` indices evenly spaced over the whole video, first and last frame included."""
+    return np.linspace(0, n_frames - 1, count).round().astype(np.int64)
+
+
+def read_frames(video: Video, indices: np.ndarray) -> torch.Tensor:
+    """uint8 [T, 3, H, W] for the given frame positions of a video folder."""
+    names = list_frames(video.path)
+    frames = []
+    for i in indices:
+        path = video.path / names[int(i)]
+        try:
+            data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+            frames.append(decode_image(data, mode=ImageReadMode.RGB))
+        except (RuntimeError, OSError) as e:
+            raise HarnessError(f"frame {path} cannot be decoded: {e}", where=f"video {video.key}", fix="re-extract the frames of this video, or set dataset.bad_videos: exclude") from None
+    if len({f.shape for f in frames}) > 1:
+        raise HarnessError(f"frames of video {video.key} differ in size", where=str(video.path), fix="re-extract the frames at one size")
+    return torch.stack(frames)
+
+
+def preprocess(frames: torch.Tensor, spec: FramesSpec) -> torch.Tensor:
+    """uint8 [T, 3, H, W] -> float [3, T, crop, crop]: short side to `resize`, centre crop, scale to [0, 1], normalise."""
+    x = TF.resize(frames, [spec.resize], antialias=True)
+    x = TF.center_crop(x, [spec.crop, spec.crop])
+    x = x.float().div_(255.0)
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    return ((x - mean) / std).permute(1, 0, 2, 3).contiguous()
+
+
+def load_clip(video: Video, spec: FramesSpec) -> torch.Tensor:
+    """float [3, T, crop, crop] with the protocol's deterministic test-time sampling."""
+    return preprocess(read_frames(video, uniform_indices(video.n_frames, spec.count)), spec)
+
+
+class ClipDataset(Dataset):
+    """(position, clip) for a list of videos; the position lets a sharded loader put results back in order."""
+
+    def __init__(self, videos: list[Video], spec: FramesSpec):
+        self.videos, self.spec = videos, spec
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, i: int):
+        return i, load_clip(self.videos[i], self.spec)
+
+
+def clip_loader(videos: list[Video], spec: FramesSpec, batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:
+    return DataLoader(
+        ClipDataset(videos, spec),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )

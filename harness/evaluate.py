@@ -1,0 +1,73 @@
+"""Evaluation: embed every video of the pool once, then score thousands of episodes per batch."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from harness.episodes import EpisodeSet
+from methods import Head, feature_view
+
+
+@torch.inference_mode()
+def embed_pool(head: Head, maps: torch.Tensor, device: torch.device, chunk: int = 256) -> torch.Tensor:
+    """The head's per-video representation of every video: maps [N, C, T, H, W] -> [N, ...]."""
+    head.eval().to(device)
+    parts = [head.embed(feature_view(maps[i : i + chunk].to(device).float(), head.view)) for i in range(0, len(maps), chunk)]
+    return torch.cat(parts)
+
+
+@torch.inference_mode()
+def score_episodes(head: Head, reps: torch.Tensor, episodes: EpisodeSet, ids: np.ndarray) -> list[dict]:
+    """Records for the given episode indices (any subset or order gives the same record per episode)."""
+    b = episodes.batch(ids)
+    device = reps.device
+    support = reps[torch.from_numpy(b.support).to(device)]  # [E, S, ...]
+    query = reps[torch.from_numpy(b.query).to(device)]  # [E, Q, ...]
+    labels = torch.from_numpy(b.support_labels).to(device)
+    logits = head(support, labels, query, episodes.way)  # [E, Q, way]
+    predictions = logits.argmax(dim=-1).cpu().numpy()
+    index = episodes.index
+    records = []
+    for e, i in enumerate(b.ids):
+        correct = predictions[e] == b.query_labels[e]
+        records.append(
+            {
+                "episode": int(i),
+                "classes": [index.classes[c] for c in b.classes[e]],
+                "support": [index.videos[v].key for v in b.support[e]],
+                "query": [index.videos[v].key for v in b.query[e]],
+                "query_labels": b.query_labels[e].tolist(),
+                "predictions": predictions[e].tolist(),
+                "correct": correct.astype(int).tolist(),
+                "accuracy": float(correct.mean()),
+            }
+        )
+    return records
+
+
+def evaluate(
+    head: Head,
+    reps: torch.Tensor,
+    episodes: EpisodeSet,
+    batch_episodes: int = 1000,
+    done: dict[int, list[dict]] | None = None,
+    on_chunk: Callable[[int, list[dict]], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[dict]:
+    """All episodes' records in order. Chunks start at multiples of `batch_episodes`; those in `done`
+    (from a run that was stopped) are reused, each new one is handed to `on_chunk` as it finishes."""
+    done = done or {}
+    records: list[dict] = []
+    for start in range(0, len(episodes), batch_episodes):
+        ids = np.arange(start, min(start + batch_episodes, len(episodes)))
+        chunk = done.get(start)
+        if chunk is None or [r["episode"] for r in chunk] != ids.tolist():
+            chunk = score_episodes(head, reps, episodes, ids)
+            if on_chunk:
+                on_chunk(start, chunk)
+        records.extend(chunk)
+        if progress:
+            progress(len(chunk))
+    return records

@@ -1,0 +1,184 @@
+"""The road from a protocol to results: dataset -> index -> backbone -> features -> head -> records -> summary."""
+from __future__ import annotations
+
+import hashlib
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy
+import torch
+
+import harness
+import methods
+from harness.backbones import create_backbone, load_weights
+from harness.console import log, progress_bar
+from harness.data import synthetic
+from harness.data.index import VideoIndex, build_index
+from harness.episodes import EpisodeSet
+from harness.errors import HarnessError
+from harness.evaluate import embed_pool, evaluate
+from harness.features import FeatureStore
+from harness.pretrain import PRETRAIN_DEFAULTS, pretrain, pretrained_path
+from harness.protocol import Protocol, canonical_json, dataset_root, resolve_path, split_dir
+from harness.results import RunFolder
+from harness.stats import accuracy_summary
+
+#: backbones the harness trains itself (no published weights)
+SELF_TRAINED = ("tiny3d",)
+
+
+@dataclass
+class Settings:
+    """Where things live and what runs them; passed in, never global."""
+
+    home: Path
+    results: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    workers: int = 0
+    extract_batch: int = 16
+    batch_episodes: int = 1000
+    show_progress: bool | None = None
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise HarnessError("--device cuda was asked for, but PyTorch sees no CUDA device", fix="use --device cpu, or install a CUDA build of PyTorch on a machine with a GPU")
+    return torch.device(name)
+
+
+def ensure_dataset(p: Protocol, s: Settings) -> Path:
+    """The data root; the embedded synthetic benchmark is generated there when it is missing."""
+    root = dataset_root(p, s.home)
+    if p.dataset.name == "synthetic":
+        spec = synthetic.SyntheticSpec()
+        if not synthetic.is_complete(root, spec):
+            total = 100 * spec.videos_per_class
+            log(f"generating the synthetic benchmark in {root} ({total} videos)")
+            with progress_bar("synthetic videos", total, s.show_progress) as advance:
+                last = [0]
+
+                def report(done: int, _total: int) -> None:
+                    advance(done - last[0])
+                    last[0] = done
+
+                synthetic.generate(root, spec, progress=report, workers=max(1, min(2, torch.get_num_threads())))
+    return root
+
+
+def load_index(p: Protocol, s: Settings, part: str) -> VideoIndex:
+    root = ensure_dataset(p, s)
+    files = {"train": p.dataset.splits.train, "val": p.dataset.splits.val, "test": p.dataset.splits.test}
+    index = build_index(root, split_dir(p, s.home) / files[part], part, p.frames.count, p.dataset.bad_videos)
+    if index.excluded:
+        log(f"[yellow]{len(index.excluded)} videos of the {part} split are excluded (dataset.bad_videos: exclude); they are listed in the results[/]")
+    return index
+
+
+def backbone_for(p: Protocol, s: Settings, pretrain_if_missing: bool = False) -> tuple[torch.nn.Module, str, str]:
+    """(backbone module with its weights, weights SHA-256, weights file)."""
+    model = create_backbone(p.backbone.name)
+    if p.backbone.weights:
+        path = resolve_path(p.backbone.weights, s.home)
+    elif p.backbone.name in SELF_TRAINED:
+        train_index = load_index(p, s, "train")
+        path = pretrained_path(s.home, p.backbone.name, p.dataset.name, train_index, p.frames, PRETRAIN_DEFAULTS)
+        if not path.is_file():
+            if not pretrain_if_missing:
+                raise HarnessError(
+                    f"backbone '{p.backbone.name}' has not been pretrained for this dataset yet",
+                    where=p.where("backbone.weights"),
+                    fix=f"run `python bench.py pretrain --protocol {p.source}` (the quickstart does it on its own)",
+                )
+            log(f"pretraining backbone '{p.backbone.name}' on the {len(train_index.classes)} train classes ({len(train_index)} videos)")
+            started = time.perf_counter()
+            steps = PRETRAIN_DEFAULTS["epochs"] * -(-len(train_index) // PRETRAIN_DEFAULTS["batch_size"])
+            with progress_bar("pretraining", steps, s.show_progress) as advance:
+                pretrain(create_backbone(p.backbone.name), train_index, p.frames, path, workers=s.workers, log=log, progress=lambda *_: advance(1))
+            log(f"pretrained in {time.perf_counter() - started:.0f} s -> {path}")
+    else:
+        raise HarnessError(f"backbone '{p.backbone.name}' needs a weights file", where=p.where("backbone.weights"), fix="set backbone.weights to the file you downloaded (the harness never downloads weights)")
+    sha = load_weights(model, path, p.backbone.name)
+    return model.eval(), sha, str(path)
+
+
+def features_for(p: Protocol, s: Settings, index: VideoIndex, backbone: torch.nn.Module, weights_sha: str) -> tuple[torch.Tensor, FeatureStore, int]:
+    """Backbone maps [N, C, T', H', W'] of every video of the index; extracts only what is missing."""
+    store = FeatureStore(s.home, p.backbone.name, weights_sha, p.frames)
+    missing = len(store.missing(index.videos))
+    if missing:
+        started = time.perf_counter()
+        with progress_bar(f"embedding {index.part} videos", missing, s.show_progress) as advance:
+            store.extract(index.videos, backbone, s.device, s.extract_batch, s.workers, progress=advance)
+        seconds = time.perf_counter() - started
+        log(f"embedded {missing} {index.part} videos in {seconds:.1f} s ({missing / max(seconds, 1e-9):.1f} clips/s)")
+    return store.load(index.videos), store, missing
+
+
+def versions() -> dict:
+    return {"harness": harness.__version__, "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
+
+
+def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = None, head: torch.nn.Module | None = None, checkpoint_sha256: str | None = None) -> dict:
+    """Evaluate one method on the protocol's test episodes; write records and summary; return the summary."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    index = load_index(p, s, p.dataset.part)
+    episodes = EpisodeSet(index, p.way, p.shot, p.query_per_class, n_episodes or p.episodes, p.seed, protocol=p)
+    backbone, weights_sha, _ = backbone_for(p, s)
+    t = time.perf_counter()
+    maps, store, extracted = features_for(p, s, index, backbone, weights_sha)
+    timings["features_s"] = time.perf_counter() - t
+    if head is None:
+        context = {"feature_shape": tuple(maps.shape[1:]), "num_train_classes": 0}
+        try:
+            head = methods.create(method, context=context, **p.methods.get(method, {}))
+        except TypeError as e:
+            raise HarnessError(str(e), where=p.where(f"methods.{method}")) from None
+        except methods.UnknownMethodError as e:
+            raise HarnessError(str(e), fix="run `python bench.py list` to see them") from None
+
+    method_config = head.config()
+    fingerprint = hashlib.sha256(
+        canonical_json({"protocol": p.sha256, "episodes": episodes.sha256, "method": method, "config": method_config, "checkpoint": checkpoint_sha256, "weights": weights_sha}).encode()
+    ).hexdigest()[:16]
+    folder = RunFolder(s.results, p.name, method, fingerprint)
+    done = {start: folder.read_chunk(path) for start, path in folder.finished_chunks().items()}
+
+    t = time.perf_counter()
+    reps = embed_pool(head, maps, s.device)
+    timings["embed_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    with progress_bar(f"{method} on {p.name}", len(episodes), s.show_progress) as advance:
+        records = evaluate(head, reps, episodes, s.batch_episodes, done=done, on_chunk=folder.write_chunk, progress=advance)
+    timings["heads_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+
+    per_episode = np.array([r["accuracy"] for r in records])
+    summary = {
+        "method": method,
+        "method_config": method_config,
+        "checkpoint_sha256": checkpoint_sha256,
+        "protocol": p.name,
+        "protocol_sha256": p.sha256,
+        "protocol_content": p.content(),
+        "episode_set_sha256": episodes.sha256,
+        "video_set_sha256": index.sha256,
+        "n_episodes": len(records),
+        "n_videos": len(index),
+        "excluded_videos": index.excluded,
+        **accuracy_summary(per_episode),
+        "backbone": {"name": p.backbone.name, "weights_sha256": weights_sha, "feature_store": store.key, "feature_shape": list(maps.shape[1:])},
+        "versions": versions(),
+        "device": str(s.device) if s.device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(s.device)})",
+        "resumed_episodes": sum(len(c) for c in done.values()),
+        "videos_embedded_this_run": extracted,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+    }
+    summary["records_sha256"] = folder.finish(records, summary)
+    summary["records_path"] = str(folder.dir / "episodes.jsonl")
+    return summary

@@ -1,0 +1,345 @@
+"""Protocols: YAML files validated into frozen dataclasses, with a hash of their resolved content.
+
+    include: base-synthetic.yaml     # a file (or list of files) beside this one; this file overrides it
+    name: synthetic-5w1s
+    way: 5
+    shot: 1
+
+Every field has a type and a default. An unknown key, a wrong type or an impossible value stops with a
+HarnessError that names the file the value came from, the field, and the fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from harness.errors import HarnessError
+
+PARTS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    train: str = "trainlist.txt"
+    val: str = "vallist.txt"
+    test: str = "testlist.txt"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str = "synthetic"
+    #: folder of <class>/<video>/<frame>.jpg; relative paths are taken from the data home (FSV_HOME)
+    root: str = "synthetic"
+    #: folder of the split files; empty means the data root
+    split_dir: str = ""
+    splits: SplitFiles = field(default_factory=SplitFiles)
+    #: which part the protocol evaluates on
+    part: str = "test"
+    #: what a missing, unreadable or too-short video is: "error" (stop) or "exclude" (drop it, recorded)
+    bad_videos: str = "error"
+
+
+@dataclass(frozen=True)
+class FramesSpec:
+    count: int = 16
+    #: "uniform": indices evenly spaced over the whole video (deterministic, as at test time)
+    sampling: str = "uniform"
+    #: short side after resizing, then a centre crop of crop x crop
+    resize: int = 64
+    crop: int = 64
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str = "tiny3d"
+    #: weight file; empty for a backbone the harness pretrains itself (its checkpoint in the data home)
+    weights: str = ""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    way: int = 5
+    shot: int = 1
+    query_per_class: int = 1
+    episodes: int = 10_000
+    seed: int = 0
+    frames: FramesSpec = field(default_factory=FramesSpec)
+    backbone: BackboneSpec = field(default_factory=BackboneSpec)
+    #: per-method hyper-parameters, e.g. {"staf": {"alpha": 1.0}}
+    methods: dict = field(default_factory=dict)
+    #: the file it was read from, and which file each field came from (not part of the content)
+    source: str = field(default="", compare=False)
+    origins: dict = field(default_factory=dict, compare=False, repr=False)
+
+    # fields that name places on one machine: the same protocol elsewhere has the same hash
+    LOCAL_FIELDS: typing.ClassVar[tuple[str, ...]] = ("dataset.root", "dataset.split_dir", "backbone.weights")
+
+    def content(self) -> dict:
+        """The resolved protocol as plain data, without its machine-local paths."""
+        data = dataclasses.asdict(self)
+        for key in ("source", "origins"):
+            data.pop(key)
+        for dotted in self.LOCAL_FIELDS:
+            *parents, last = dotted.split(".")
+            node = data
+            for p in parents:
+                node = node[p]
+            node.pop(last)
+        return data
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(canonical_json(self.content()).encode()).hexdigest()
+
+    def where(self, dotted: str) -> str:
+        """'file, field x.y' for error messages: the file the value came from."""
+        return f"{self.origins.get(dotted, self.source or 'protocol')}, field '{dotted}'"
+
+
+def canonical_json(data) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def load_protocol(path: str | os.PathLike, overrides: list[str] | None = None) -> Protocol:
+    """Read a protocol file (following `include:`), apply `key.path=value` overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"protocol file {path} does not exist", fix="pass a path to a .yaml file, or run `python bench.py list` to see the shipped protocols")
+    data, origins = _read_with_includes(path, chain=())
+    for text in overrides or []:
+        _apply_override(data, origins, text)
+    if "name" not in data:
+        data["name"] = path.stem
+        origins["name"] = str(path)
+    proto = _build(Protocol, data, "", origins, str(path))
+    proto = dataclasses.replace(proto, source=str(path), origins=origins)
+    _check_values(proto)
+    return proto
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise HarnessError(f"cannot read protocol file {path}: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e)
+        raise HarnessError(f"YAML syntax error: {problem}", where=at, fix="correct the YAML at that place (indentation, a missing ':' or an unclosed quote or bracket)") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise HarnessError("a protocol must be a mapping of field: value", where=str(path), fix="start the file with fields such as `way: 5`")
+    return data
+
+
+def _read_with_includes(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict]:
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise HarnessError(f"protocol files include each other in a cycle: {cycle}", fix="remove one of the include: lines")
+    data = _read_yaml(path)
+    includes = data.pop("include", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise HarnessError("'include' must be a file name or a list of file names", where=f"{path}, field 'include'")
+    merged: dict = {}
+    origins: dict = {}
+    for inc in includes:
+        inc_path = path.parent / inc
+        if not inc_path.is_file():
+            raise HarnessError(f"included file {inc_path} does not exist", where=f"{path}, field 'include'", fix="include: takes a path relative to the including file")
+        sub, sub_origins = _read_with_includes(inc_path, (*chain, path))
+        _merge(merged, sub)
+        origins.update(sub_origins)
+    _merge(merged, data)
+    origins.update({k: str(path) for k in _dotted_keys(data)})
+    return merged, origins
+
+
+def _merge(base: dict, over: dict) -> None:
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+
+
+def _dotted_keys(data: dict, prefix: str = ""):
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        yield key
+        if isinstance(v, dict):
+            yield from _dotted_keys(v, key + ".")
+
+
+def _apply_override(data: dict, origins: dict, text: str) -> None:
+    if "=" not in text:
+        raise HarnessError(f"override '{text}' is not of the form field=value", fix="write e.g. --set way=10 or --set dataset.root=/data/hmdb51")
+    dotted, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    *parents, last = dotted.strip().split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise HarnessError(f"override '{text}': '{p}' is not a section", fix="override a field inside a section, e.g. frames.count=8")
+    node[last] = value
+    origins[dotted.strip()] = "--set"
+
+
+# ------------------------------------------------------------------------------------------- validation
+
+
+def _build(cls, data, prefix: str, origins: dict, source: str):
+    """Turn nested plain data into the dataclass `cls`, checking names and types on the way."""
+    if not isinstance(data, dict):
+        raise HarnessError(f"expected a section of fields, got {type(data).__name__} {data!r}", where=_where(origins, source, prefix.rstrip(".")))
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("source", "origins")}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            near = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"did you mean '{prefix}{near[0]}'?" if near else f"valid fields here: {', '.join(fields)}"
+            raise HarnessError(f"unknown field '{dotted}'", where=_where(origins, source, dotted), fix=hint)
+        kwargs[key] = _convert(hints[key], value, dotted, origins, source)
+    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise HarnessError(f"missing field '{prefix}{missing[0]}'", where=source, fix=f"add `{missing[0]}:` to the protocol")
+    return cls(**kwargs)
+
+
+def _convert(hint, value, dotted: str, origins: dict, source: str):
+    where = _where(origins, source, dotted)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, dotted + ".", origins, source)
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise HarnessError(f"expected true or false, got {value!r}", where=where)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise HarnessError(f"expected a whole number, got {value!r}", where=where)
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise HarnessError(f"expected a number, got {value!r}", where=where)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise HarnessError(f"expected text, got {value!r}", where=where, fix="quote the value if it is meant as text")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise HarnessError(f"expected a list, got {value!r}", where=where, fix="write e.g. [0.5, 0.5, 0.5]")
+        item = typing.get_args(hint)[0]
+        return tuple(_convert(item, v, f"{dotted}[{i}]", origins, source) for i, v in enumerate(value))
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise HarnessError(f"expected a section of name: settings, got {value!r}", where=where)
+        return value
+    raise TypeError(f"protocol field {dotted} has an unsupported type {hint}")  # a bug in this file, not user input
+
+
+def _where(origins: dict, source: str, dotted: str) -> str:
+    # a nested field not set anywhere reports the file that set its nearest section
+    probe = dotted
+    while probe and probe not in origins:
+        probe = probe.rpartition(".")[0]
+    return f"{origins.get(probe, source)}, field '{dotted}'"
+
+
+def _check_values(p: Protocol) -> None:
+    def need(ok: bool, dotted: str, what: str, fix: str) -> None:
+        if not ok:
+            raise HarnessError(what, where=p.where(dotted), fix=fix)
+
+    need(p.way >= 2, "way", f"way must be at least 2, got {p.way}", "a few-shot episode chooses between 2 or more classes; the literature uses 5")
+    need(p.shot >= 1, "shot", f"shot must be at least 1, got {p.shot}", "use 1 or 5 as the literature does")
+    need(p.query_per_class >= 1, "query_per_class", f"query_per_class must be at least 1, got {p.query_per_class}", "the literature uses 1 at test time")
+    need(p.episodes >= 1, "episodes", f"episodes must be at least 1, got {p.episodes}", "the literature uses 10000")
+    need(p.seed >= 0, "seed", f"seed must be a non-negative whole number, got {p.seed}", "use e.g. seed: 0")
+    need(p.dataset.part in PARTS, "dataset.part", f"dataset.part must be one of {', '.join(PARTS)}, got '{p.dataset.part}'", "evaluate on test; train and val are for training and model selection")
+    need(p.dataset.bad_videos in ("error", "exclude"), "dataset.bad_videos", f"dataset.bad_videos must be 'error' or 'exclude', got '{p.dataset.bad_videos}'", "use 'error' (the default) to stop at a missing or short video")
+    f = p.frames
+    need(f.count >= 1, "frames.count", f"frames.count must be at least 1, got {f.count}", "use e.g. 16 (3D ResNet) or 8 (TRX, OTAM)")
+    need(f.sampling == "uniform", "frames.sampling", f"frames.sampling must be 'uniform', got '{f.sampling}'", "test-time sampling is evenly spaced frame indices over the whole video")
+    need(f.resize >= 1, "frames.resize", f"frames.resize must be positive, got {f.resize}", "the short side in pixels, e.g. 256")
+    need(1 <= f.crop <= f.resize, "frames.crop", f"frames.crop must be between 1 and frames.resize ({f.resize}), got {f.crop}", "the centre crop is taken from the resized frame, e.g. resize 256, crop 224")
+    need(len(f.mean) == 3, "frames.mean", f"frames.mean must have 3 values (R, G, B), got {len(f.mean)}", "write e.g. [0.0, 0.0, 0.0]")
+    need(len(f.std) == 3 and all(s > 0 for s in f.std), "frames.std", f"frames.std must be 3 positive values, got {list(f.std)}", "write e.g. [1.0, 1.0, 1.0]")
+    for method, settings in p.methods.items():
+        need(isinstance(settings, dict), f"methods.{method}", f"settings of method '{method}' must be a section of name: value", "write e.g. methods: {staf: {alpha: 1.0}}")
+
+
+# -------------------------------------------------------------------------------------------- locations
+
+
+def data_home(explicit: str | os.PathLike | None = None) -> Path:
+    """Where datasets, features and checkpoints live: --home, else $FSV_HOME, else ./.fsv."""
+    return Path(explicit or os.environ.get("FSV_HOME") or ".fsv").absolute()
+
+
+def resolve_path(path: str, home: Path) -> Path:
+    p = Path(os.path.expanduser(path))
+    return p if p.is_absolute() else home / p
+
+
+def dataset_root(p: Protocol, home: Path) -> Path:
+    return resolve_path(p.dataset.root, home)
+
+
+def split_dir(p: Protocol, home: Path) -> Path:
+    return resolve_path(p.dataset.split_dir, home) if p.dataset.split_dir else dataset_root(p, home)
+
+
+def frames_key(f: FramesSpec) -> dict:
+    """The preprocessing that decides a clip's pixels (part of every feature-cache key)."""
+    return dataclasses.asdict(f)
+
+
+PROTOCOLS_DIR = Path(__file__).resolve().parent.parent / "protocols"
+
+
+def find_protocol(name_or_path: str) -> Path:
+    """A path, or the name of a shipped protocol (protocols/<name>.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = PROTOCOLS_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = ", ".join(list_protocols()) or "(none)"
+    raise HarnessError(f"no protocol file or shipped protocol named '{name_or_path}'", fix=f"pass a path to a .yaml file, or one of: {known}")
+
+
+def list_protocols() -> list[str]:
+    return sorted(p.stem for p in PROTOCOLS_DIR.glob("*.yaml") if not p.stem.startswith("base"))
+
+

@@ -1,0 +1,32 @@
+"""`python bench.py`: the embedded benchmark end to end on a fresh machine, no downloads.
+
+Generate the synthetic dataset if missing, pretrain the backbone if missing, embed the test videos once,
+evaluate every registered method on synthetic-5w1s and synthetic-5w5s, print the table.
+"""
+from __future__ import annotations
+
+import time
+
+import methods
+from harness.console import log
+from harness.pipeline import Settings, backbone_for, run_method
+from harness.protocol import find_protocol, load_protocol
+from harness.report import print_summaries
+
+QUICKSTART_PROTOCOLS = ("synthetic-5w1s", "synthetic-5w5s")
+
+
+def quickstart(s: Settings, episodes: int | None = None) -> list[dict]:
+    started = time.perf_counter()
+    protocols = [load_protocol(find_protocol(name)) for name in QUICKSTART_PROTOCOLS]
+    backbone_for(protocols[0], s, pretrain_if_missing=True)
+    summaries = []
+    for p in protocols:
+        for name in methods.list_methods():
+            if methods.get(name).trainable:
+                log(f"[yellow]{name} is skipped: it has parameters to train, and this harness version has no training yet[/]")
+                continue
+            summaries.append(run_method(p, name, s, n_episodes=episodes))
+    print_summaries(summaries)
+    log(f"quickstart finished in {time.perf_counter() - started:.1f} s")
+    return summaries

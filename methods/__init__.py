@@ -1,0 +1,7 @@
+"""Few-shot heads. Importing this package registers the built-in methods."""
+from methods.base import VIEWS, Head, class_means, feature_view
+from methods.registry import UnknownMethodError, create, get, list_methods, register
+
+from methods import protonet  # noqa: F401  (registers)
+
+__all__ = ["Head", "VIEWS", "class_means", "feature_view", "create", "get", "list_methods", "register", "UnknownMethodError"]

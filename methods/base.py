@@ -1,0 +1,68 @@
+"""What every few-shot head shares: the view of the backbone map it reads, and the episode contract.
+
+A backbone turns a clip into a map [C, T, H, W]. A head reads one *view* of it:
+    "vector"    [C]          mean over time and space        (ProtoNet)
+    "frames"    [T, C]       mean over space, one per frame  (TRX, OTAM)
+    "positions" [C, T*H*W]   every spatio-temporal position  (STAF)
+
+Evaluation runs in two steps so that work which depends on one video only is done once per video:
+    reps   = head.embed(features)                 # [N, ...] for the N videos of the pool
+    logits = head(support, support_labels, query, way)
+with support [E, S, ...] and query [E, Q, ...] gathered from `reps`, support_labels [E, S] in [0, way),
+and logits [E, Q, way]. No prediction may depend on how many episodes are in a batch.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+VIEWS = ("vector", "frames", "positions")
+
+
+def feature_view(maps: torch.Tensor, view: str) -> torch.Tensor:
+    """maps [N, C, T, H, W] -> the named view, batched over N."""
+    if view == "vector":
+        return maps.mean(dim=(2, 3, 4))  # [N, C]
+    if view == "frames":
+        return maps.mean(dim=(3, 4)).transpose(1, 2)  # [N, T, C]
+    if view == "positions":
+        return maps.flatten(2)  # [N, C, T*H*W]
+    raise ValueError(f"unknown feature view '{view}'; expected one of {', '.join(VIEWS)}")
+
+
+class Head(nn.Module):
+    """Base of all heads. Subclasses set `view` and implement `forward`; `embed` is the per-video step."""
+
+    view: str = "vector"
+    method_name: str = ""
+    #: whether the head has parameters that episodic training should fit
+    trainable: bool = False
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-video work, done once per video at evaluation. features [N, *view] -> [N, ...]."""
+        return features
+
+    def forward(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, way: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, support, support_labels, query, query_labels, way, class_ids=None) -> torch.Tensor:
+        """Training loss for a batch of episodes on embedded videos. query_labels [E, Q] in [0, way);
+        class_ids [E, way] are the episode classes' global indices among the training classes."""
+        logits = self(support, support_labels, query, way)  # [E, Q, way]
+        return nn.functional.cross_entropy(logits.flatten(0, 1), query_labels.flatten())
+
+    def config(self) -> dict:
+        """The hyper-parameters this head was built with (stored with results and checkpoints)."""
+        return dict(getattr(self, "_config", {}))
+
+
+def class_means(x: torch.Tensor, labels: torch.Tensor, way: int) -> torch.Tensor:
+    """Mean of the support items of each class. x [E, S, ...], labels [E, S] -> [E, way, ...]."""
+    onehot = torch.nn.functional.one_hot(labels, way).to(x.dtype)  # [E, S, way]
+    counts = onehot.sum(dim=1)  # [E, way]
+    flat = x.flatten(2)  # [E, S, D]
+    # a sum over the S support items written out as a product would let BLAS pick a blocking that depends
+    # on E; the explicit sum keeps every episode's prototype bit-identical whatever the batch size
+    summed = (onehot.unsqueeze(-1) * flat.unsqueeze(2)).sum(dim=1)  # [E, way, D]
+    means = summed / counts.unsqueeze(-1)
+    return means.reshape(x.shape[0], way, *x.shape[2:])
