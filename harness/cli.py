@@ -38,21 +38,13 @@ def cmd_quickstart(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from harness.console import log, progress_bar
-    from harness.data.synthetic import SyntheticSpec, generate
+    from harness.data.synthetic import SyntheticSpec
+    from harness.pipeline import generate_synthetic
 
     spec = SyntheticSpec(seed=args.seed, videos_per_class=args.videos_per_class, frames=args.frames, size=args.size)
     started = time.perf_counter()
-    total = (spec.n_train + spec.n_val + spec.n_test) * spec.videos_per_class
-    with progress_bar("synthetic videos", total, False if args.quiet else None) as advance:
-        last = [0]
-
-        def report(done: int, _total: int) -> None:
-            advance(done - last[0])
-            last[0] = done
-
-        root = generate(Path(args.out), spec, progress=report, workers=args.workers or min(2, os.cpu_count() or 1))
-    log(f"synthetic benchmark in {root} ({total} videos, {time.perf_counter() - started:.1f} s)")
+    root = generate_synthetic(Path(args.out), spec, False if args.quiet else None, workers=args.workers or min(2, os.cpu_count() or 1))
+    print(f"synthetic benchmark in {root} ({time.perf_counter() - started:.1f} s)")
     return 0
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -51,22 +52,25 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def generate_synthetic(root: Path, spec: "synthetic.SyntheticSpec", show_progress: bool | None = None, workers: int = 2) -> Path:
+    total = (spec.n_train + spec.n_val + spec.n_test) * spec.videos_per_class
+    log(f"generating the synthetic benchmark in {root} ({total} videos)")
+    with progress_bar("synthetic videos", total, show_progress) as advance:
+        last = [0]
+
+        def report(done: int, _total: int) -> None:  # the generator counts up; the bar wants steps
+            advance(done - last[0])
+            last[0] = done
+
+        return synthetic.generate(root, spec, progress=report, workers=workers)
+
+
 def ensure_dataset(p: Protocol, s: Settings) -> Path:
     """The data root; the embedded synthetic benchmark is generated there when it is missing."""
     root = dataset_root(p, s.home)
-    if p.dataset.name == "synthetic":
-        spec = synthetic.SyntheticSpec()
-        if not synthetic.is_complete(root, spec):
-            total = 100 * spec.videos_per_class
-            log(f"generating the synthetic benchmark in {root} ({total} videos)")
-            with progress_bar("synthetic videos", total, s.show_progress) as advance:
-                last = [0]
-
-                def report(done: int, _total: int) -> None:
-                    advance(done - last[0])
-                    last[0] = done
-
-                synthetic.generate(root, spec, progress=report, workers=max(1, min(2, torch.get_num_threads())))
+    # a finished synthetic dataset of any size is used as it is (tests and `bench.py synth` make others)
+    if p.dataset.name == "synthetic" and not (root / synthetic.METADATA_NAME).is_file():
+        generate_synthetic(root, synthetic.SyntheticSpec(), s.show_progress, workers=max(1, min(2, os.cpu_count() or 1)))
     return root
 
 
@@ -125,6 +129,8 @@ def versions() -> dict:
 
 def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = None, head: torch.nn.Module | None = None, checkpoint_sha256: str | None = None) -> dict:
     """Evaluate one method on the protocol's test episodes; write records and summary; return the summary."""
+    if head is None and method not in methods.list_methods():
+        raise HarnessError(f"unknown method '{method}'", fix=f"use one of: {', '.join(methods.list_methods())} (or register your own in methods/)")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     index = load_index(p, s, p.dataset.part)
@@ -139,8 +145,6 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
             head = methods.create(method, context=context, **p.methods.get(method, {}))
         except TypeError as e:
             raise HarnessError(str(e), where=p.where(f"methods.{method}")) from None
-        except methods.UnknownMethodError as e:
-            raise HarnessError(str(e), fix="run `python bench.py list` to see them") from None
 
     method_config = head.config()
     fingerprint = hashlib.sha256(

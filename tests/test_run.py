@@ -1,0 +1,99 @@
+"""End to end on the tiny synthetic benchmark: pretrain, embed once, evaluate, write, resume."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from harness.cli import main
+from harness.pipeline import Settings, backbone_for, run_method
+from harness.protocol import load_protocol
+from harness.results import RunFolder
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("home")
+
+
+def settings(home: Path, results: Path, **kw) -> Settings:
+    return Settings(home=home, results=results, show_progress=False, **kw)
+
+
+@pytest.fixture
+def protocol(write_protocol, home):
+    p = load_protocol(write_protocol())
+    backbone_for(p, settings(home, home / "unused"), pretrain_if_missing=True)
+    return p
+
+
+def test_records_are_byte_identical_across_runs_and_batch_sizes(protocol, home, tmp_path):
+    a = run_method(protocol, "protonet", settings(home, tmp_path / "a", batch_episodes=1000))
+    b = run_method(protocol, "protonet", settings(home, tmp_path / "b", batch_episodes=7))
+    assert a["records_sha256"] == b["records_sha256"]
+    assert (tmp_path / "a/tiny-5w1s/protonet/episodes.jsonl").read_bytes() == (tmp_path / "b/tiny-5w1s/protonet/episodes.jsonl").read_bytes()
+    assert a["episode_set_sha256"] == b["episode_set_sha256"]
+    assert b["videos_embedded_this_run"] == 0, "features must be computed once per video, then reused"
+
+
+def test_summary_matches_its_records(protocol, home, tmp_path):
+    s = run_method(protocol, "protonet", settings(home, tmp_path))
+    records = [json.loads(line) for line in (tmp_path / "tiny-5w1s/protonet/episodes.jsonl").read_text().splitlines()]
+    assert [r["episode"] for r in records] == list(range(200))
+    per_episode = 100 * np.array([np.mean(r["correct"]) for r in records])
+    assert s["accuracy"] == pytest.approx(per_episode.mean())
+    assert s["ci95"] == pytest.approx(1.96 * per_episode.std() / np.sqrt(200))
+    lo, hi = sps.t.interval(0.95, 199, loc=per_episode.mean(), scale=sps.sem(per_episode))
+    assert s["t_interval95"] == pytest.approx([lo, hi])
+    for key in ("method", "protocol", "protocol_sha256", "episode_set_sha256", "n_episodes", "versions", "device", "timings"):
+        assert key in json.loads((tmp_path / "tiny-5w1s/protonet/summary.json").read_text())
+    for r in records:
+        assert len(set(r["support"] + r["query"])) == len(r["support"] + r["query"])
+        assert r["correct"] == [int(p == t) for p, t in zip(r["predictions"], r["query_labels"])]
+        assert not any("/tmp" in v or v.startswith("/") for v in r["support"] + r["query"])
+
+
+def test_a_stopped_run_resumes_from_its_finished_chunks(protocol, home, tmp_path, monkeypatch):
+    whole = run_method(protocol, "protonet", settings(home, tmp_path / "whole", batch_episodes=50))
+    expected = (tmp_path / "whole/tiny-5w1s/protonet/episodes.jsonl").read_bytes()
+
+    # stop the run after two of its four chunks are on disk, as a kill would
+    written = []
+    real_write = RunFolder.write_chunk
+
+    def write_then_stop(self, start, records):
+        real_write(self, start, records)
+        written.append(start)
+        if len(written) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunFolder, "write_chunk", write_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_method(protocol, "protonet", settings(home, tmp_path / "killed", batch_episodes=50))
+    monkeypatch.setattr(RunFolder, "write_chunk", real_write)
+    folder = tmp_path / "killed/tiny-5w1s/protonet"
+    assert len(list(folder.glob(".parts/*/*.jsonl"))) == 2 and not (folder / "episodes.jsonl").exists()
+
+    resumed = run_method(protocol, "protonet", settings(home, tmp_path / "killed", batch_episodes=50))
+    assert resumed["resumed_episodes"] == 100
+    assert (folder / "episodes.jsonl").read_bytes() == expected
+    assert resumed["records_sha256"] == whole["records_sha256"]
+    assert not (folder / ".parts").exists()
+
+
+def test_cli_reports_bad_input_without_traceback(write_protocol, capsys, tmp_path):
+    bad = write_protocol(extra="wya: 3\n")
+    assert main(["run", "--protocol", str(bad), "--method", "protonet", "--home", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown field 'wya'" in err and "did you mean 'way'" in err and "Traceback" not in err
+    good = write_protocol()
+    assert main(["run", "--protocol", str(good), "--method", "nosuch", "--home", str(tmp_path), "--quiet"]) == 2
+    assert "unknown method 'nosuch'" in capsys.readouterr().err
+
+
+def test_missing_data_root_is_named(tmp_path, capsys):
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\ndataset: {name: hmdb51, root: /nowhere/hmdb51}\nbackbone: {name: tiny3d, weights: /nowhere/w.pt}\n")
+    assert main(["run", "--protocol", str(path), "--method", "protonet", "--home", str(tmp_path), "--quiet"]) == 2
+    assert "data root /nowhere/hmdb51 does not exist" in capsys.readouterr().err
