@@ -63,8 +63,21 @@ def cmd_run(args) -> int:
 
     p = _protocol(args)
     settings = _settings(args)
-    summaries = [run_method(p, m, settings, n_episodes=args.episodes) for m in args.method]
+    if args.checkpoint and len(args.method) > 1:
+        raise HarnessError("--checkpoint names one method's checkpoint, but several --method were given", fix="run one method at a time with --checkpoint")
+    checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    summaries = [run_method(p, m, settings, n_episodes=args.episodes, checkpoint=checkpoint) for m in args.method]
     print_summaries(summaries)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from harness.train import train
+
+    summary = train(_protocol(args), args.method, _settings(args), resume=args.resume)
+    print(f"{summary['method']} on {summary['protocol']}: selected step {summary['selected_step']} "
+          f"(val accuracy {summary['selected_val_accuracy']:.2f}% on {summary['selected_on']['episodes']} val episodes), "
+          f"{summary['train_seconds']} s -> {summary['checkpoint']}")
     return 0
 
 
@@ -111,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = with_protocol("run", "evaluate methods on a protocol's test episodes", cmd_run)
     run.add_argument("--method", required=True, action="append", help="a registered method (repeat for several)")
     run.add_argument("--episodes", type=int, default=None, help="evaluate only the first N episodes of the protocol")
+    run.add_argument("--checkpoint", help="a method checkpoint to evaluate (default: the one training selected on val)")
+    train = with_protocol("train", "meta-train a method on the train split, selecting on val", cmd_train)
+    train.add_argument("--method", required=True, help="a registered method with parameters (see `list`)")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this protocol and method")
 
     sub.add_parser("list", help="list methods, backbones and protocols", parents=[common]).set_defaults(func=cmd_list)
     parser.set_defaults(func=cmd_quickstart)

@@ -14,7 +14,8 @@ import torch
 
 import harness
 import methods
-from harness.backbones import create_backbone, load_weights
+from harness.backbones import create_backbone, load_weights, sha256_file
+from harness.checkpoints import checkpoint_dir, load_checkpoint
 from harness.console import log, progress_bar
 from harness.data import synthetic
 from harness.data.index import VideoIndex, build_index
@@ -127,7 +128,35 @@ def versions() -> dict:
     return {"harness": harness.__version__, "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
 
 
-def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = None, head: torch.nn.Module | None = None, checkpoint_sha256: str | None = None) -> dict:
+def head_for(p: Protocol, method: str, s: Settings, feature_shape: tuple, weights_sha: str, checkpoint: Path | None = None) -> tuple[torch.nn.Module, str | None]:
+    """The head to evaluate, and the SHA-256 of its checkpoint (None for a head without parameters)."""
+    cls = methods.get(method)
+    if not cls.trainable and checkpoint is None:
+        try:
+            return methods.create(method, context={"feature_shape": feature_shape}, **p.methods.get(method, {})), None
+        except TypeError as e:
+            raise HarnessError(str(e), where=p.where(f"methods.{method}")) from None
+    path = checkpoint or checkpoint_dir(s.home, p.name, method) / "best.pt"
+    if not path.is_file():
+        raise HarnessError(
+            f"method '{method}' has no trained checkpoint for protocol '{p.name}' ({path})",
+            fix=f"train one: python bench.py train --protocol {p.source} --method {method} (or pass --checkpoint FILE)",
+        )
+    state = load_checkpoint(path)
+    if state.get("method") != method:
+        raise HarnessError(f"checkpoint {path} holds method '{state.get('method')}', not '{method}'", fix="pass the checkpoint of the method you evaluate")
+    if state.get("backbone", {}).get("weights_sha256") != weights_sha:
+        raise HarnessError(
+            f"checkpoint {path} was trained on features of other backbone weights",
+            fix=f"retrain it: python bench.py train --protocol {p.source} --method {method}",
+        )
+    context = {"feature_shape": feature_shape, "num_train_classes": state.get("num_train_classes", 0)}
+    head = methods.create(method, context=context, **state.get("method_config", {}))
+    head.load_state_dict(state["state_dict"])
+    return head, sha256_file(path)
+
+
+def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = None, head: torch.nn.Module | None = None, checkpoint: Path | None = None) -> dict:
     """Evaluate one method on the protocol's test episodes; write records and summary; return the summary."""
     if head is None and method not in methods.list_methods():
         raise HarnessError(f"unknown method '{method}'", fix=f"use one of: {', '.join(methods.list_methods())} (or register your own in methods/)")
@@ -139,12 +168,9 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
     t = time.perf_counter()
     maps, store, extracted = features_for(p, s, index, backbone, weights_sha)
     timings["features_s"] = time.perf_counter() - t
+    checkpoint_sha256 = None
     if head is None:
-        context = {"feature_shape": tuple(maps.shape[1:]), "num_train_classes": 0}
-        try:
-            head = methods.create(method, context=context, **p.methods.get(method, {}))
-        except TypeError as e:
-            raise HarnessError(str(e), where=p.where(f"methods.{method}")) from None
+        head, checkpoint_sha256 = head_for(p, method, s, tuple(maps.shape[1:]), weights_sha, checkpoint)
 
     method_config = head.config()
     fingerprint = hashlib.sha256(

@@ -68,6 +68,37 @@ class BackboneSpec:
 
 
 @dataclass(frozen=True)
+class TrainSpec:
+    """Episodic meta-training on the train split; model selection on val episodes (never test).
+
+    Empty or zero values take the method's own defaults (`train_defaults` beside its head)."""
+
+    #: seed of the training episodes (their own stream, apart from the test episodes)
+    seed: int = 1
+    steps: int = 0
+    #: episodes whose gradients are accumulated into one optimizer step
+    tasks_per_batch: int = 0
+    #: training queries per class (the references train with more than they test with)
+    query_per_class: int = 0
+    optimizer: str = ""
+    lr: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    #: "constant" or "cosine"
+    schedule: str = ""
+    #: evaluate `val_episodes` fixed val episodes every `val_every` steps; keep the best
+    val_every: int = 0
+    val_episodes: int = 0
+    val_seed: int = 2
+    #: fine-tune the backbone end to end on clips (with train-time augmentation) instead of cached features
+    finetune_backbone: bool = False
+    #: train-time augmentation when fine-tuning: "random" or "centre" crop, horizontal flip, frame jitter
+    crop: str = "random"
+    flip: bool = False
+    jitter: int = 5
+
+
+@dataclass(frozen=True)
 class Protocol:
     name: str
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
@@ -80,6 +111,7 @@ class Protocol:
     backbone: BackboneSpec = field(default_factory=BackboneSpec)
     #: per-method hyper-parameters, e.g. {"staf": {"alpha": 1.0}}
     methods: dict = field(default_factory=dict)
+    train: TrainSpec = field(default_factory=TrainSpec)
     #: the file it was read from, and which file each field came from (not part of the content)
     source: str = field(default="", compare=False)
     origins: dict = field(default_factory=dict, compare=False, repr=False)
@@ -294,6 +326,13 @@ def _check_values(p: Protocol) -> None:
     need(1 <= f.crop <= f.resize, "frames.crop", f"frames.crop must be between 1 and frames.resize ({f.resize}), got {f.crop}", "the centre crop is taken from the resized frame, e.g. resize 256, crop 224")
     need(len(f.mean) == 3, "frames.mean", f"frames.mean must have 3 values (R, G, B), got {len(f.mean)}", "write e.g. [0.0, 0.0, 0.0]")
     need(len(f.std) == 3 and all(s > 0 for s in f.std), "frames.std", f"frames.std must be 3 positive values, got {list(f.std)}", "write e.g. [1.0, 1.0, 1.0]")
+    t = p.train
+    need(t.optimizer in ("", "sgd", "adam"), "train.optimizer", f"train.optimizer must be 'sgd' or 'adam', got '{t.optimizer}'", "leave it out to use the method's default")
+    need(t.schedule in ("", "constant", "cosine"), "train.schedule", f"train.schedule must be 'constant' or 'cosine', got '{t.schedule}'", "leave it out to use the method's default")
+    need(t.crop in ("random", "centre"), "train.crop", f"train.crop must be 'random' or 'centre', got '{t.crop}'", "use random (the references' train-time crop) or centre")
+    for name in ("steps", "tasks_per_batch", "query_per_class", "val_every", "val_episodes", "jitter"):
+        need(getattr(t, name) >= 0, f"train.{name}", f"train.{name} must not be negative, got {getattr(t, name)}", "use 0 for the method's default")
+    need(t.lr >= 0, "train.lr", f"train.lr must not be negative, got {t.lr}", "use 0 for the method's default")
     for method, settings in p.methods.items():
         need(isinstance(settings, dict), f"methods.{method}", f"settings of method '{method}' must be a section of name: value", "write e.g. methods: {staf: {alpha: 1.0}}")
 

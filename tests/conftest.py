@@ -10,8 +10,8 @@ from harness.data.synthetic import SyntheticSpec, generate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
-# small enough for a 2-core CI machine: 14 classes x 7 videos x 8 frames of 32 x 32
-TINY = SyntheticSpec(seed=3, videos_per_class=7, frames=8, size=32, n_train=6, n_val=2, n_test=6)
+# small enough for a 2-core CI machine: 18 classes x 7 videos x 8 frames of 32 x 32
+TINY = SyntheticSpec(seed=3, videos_per_class=7, frames=8, size=32, n_train=6, n_val=6, n_test=6)
 
 TINY_PROTOCOL = """\
 name: {name}

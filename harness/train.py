@@ -1,0 +1,173 @@
+"""Episodic meta-training of a head on the train split, with model selection on val episodes (never test).
+
+Each optimizer step accumulates the gradients of `tasks_per_batch` training episodes; training episode i is
+episode i of its own seeded set, so a resumed run sees exactly the episodes an uninterrupted one would.
+Every `val_every` steps a fixed set of val episodes is scored; the best is kept as best.pt, and last.pt
+holds everything needed to resume (weights, optimizer, schedule, random state, log).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import methods
+from harness.checkpoints import checkpoint_dir, load_checkpoint, save_checkpoint
+from harness.console import log, progress_bar
+from harness.episodes import EpisodeSet
+from harness.errors import HarnessError
+from harness.evaluate import embed_pool, evaluate
+from harness.files import atomic_write_json, atomic_write_text
+from harness.pipeline import Settings, backbone_for, features_for, load_index
+from harness.protocol import Protocol
+from harness.results import record_line
+from methods import feature_view
+
+#: used where neither the protocol's `train:` nor the head's `train_defaults` says otherwise
+DEFAULTS = {
+    "steps": 1000,
+    "tasks_per_batch": 16,
+    "query_per_class": 5,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "schedule": "cosine",
+    "val_every": 100,
+    "val_episodes": 500,
+}
+#: episodes per forward pass inside one optimizer step (bounds memory; the gradient is the same)
+MICRO_BATCH = 16
+
+
+def resolve_train_settings(p: Protocol, head_cls) -> dict:
+    """Protocol `train:` fields that are set win over the head's defaults, which win over DEFAULTS."""
+    chosen = {**DEFAULTS, **getattr(head_cls, "train_defaults", {})}
+    for f in dataclasses.fields(p.train):
+        value = getattr(p.train, f.name)
+        if f.name not in DEFAULTS or value not in ("", 0, 0.0):
+            chosen[f.name] = value
+    return chosen
+
+
+def _optimizer(params, t: dict) -> torch.optim.Optimizer:
+    if t["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"])
+    return torch.optim.Adam(params, lr=t["lr"], weight_decay=t["weight_decay"])
+
+
+def _schedule(opt, t: dict):
+    if t["schedule"] == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, t["steps"]) / t["steps"])))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+
+
+def _val_accuracy(head, val_maps: torch.Tensor, val_episodes: EpisodeSet, s: Settings) -> float:
+    records = evaluate(head, embed_pool(head, val_maps, s.device), val_episodes, s.batch_episodes)
+    return 100.0 * float(np.mean([r["accuracy"] for r in records]))
+
+
+def train(p: Protocol, method: str, s: Settings, resume: bool = False, out: Path | None = None) -> dict:
+    """Train `method` under protocol `p`; return the training summary (what was selected, on what)."""
+    head_cls = methods.get(method)
+    if not getattr(head_cls, "trainable", False):
+        raise HarnessError(f"method '{method}' has nothing to train", fix=f"evaluate it directly: python bench.py run --protocol {p.source} --method {method}")
+    if p.train.finetune_backbone:
+        raise HarnessError("fine-tuning the backbone is not available in this version", where=p.where("train.finetune_backbone"), fix="train on cached features (the default): remove train.finetune_backbone")
+    t = resolve_train_settings(p, head_cls)
+    out = out or checkpoint_dir(s.home, p.name, method)
+    started = time.perf_counter()
+
+    backbone, weights_sha, _ = backbone_for(p, s, pretrain_if_missing=True)
+    train_index, val_index = load_index(p, s, "train"), load_index(p, s, "val")
+    train_maps, _, _ = features_for(p, s, train_index, backbone, weights_sha)
+    val_maps, _, _ = features_for(p, s, val_index, backbone, weights_sha)
+    train_episodes = EpisodeSet(train_index, p.way, p.shot, t["query_per_class"], t["steps"] * t["tasks_per_batch"], t["seed"], protocol=p)
+    val_episodes = EpisodeSet(val_index, p.way, p.shot, p.query_per_class, t["val_episodes"], t["val_seed"], protocol=p)
+
+    torch.manual_seed(t["seed"])
+    context = {"feature_shape": tuple(train_maps.shape[1:]), "num_train_classes": len(train_index.classes)}
+    try:
+        head = methods.create(method, context=context, **p.methods.get(method, {})).to(s.device)
+    except TypeError as e:
+        raise HarnessError(str(e), where=p.where(f"methods.{method}")) from None
+    opt = _optimizer(head.parameters(), t)
+    sched = _schedule(opt, t)
+    # the view once: the heads read it at every step, and the train pool fits in memory at these sizes
+    train_view = feature_view(train_maps.float(), head.view)
+
+    step, best, history = 0, {"val_accuracy": -1.0, "step": 0}, []
+    last_path = out / "last.pt"
+    if resume and last_path.is_file():
+        state = load_checkpoint(last_path)
+        if state["protocol_sha256"] != p.sha256 or state["method"] != method:
+            raise HarnessError(f"{last_path} was written for another protocol or method", fix="train without --resume to start again, or pass the protocol it was trained with")
+        head.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["rng"])
+        step, best, history = state["step"], state["best"], state["history"]
+        log(f"resuming {method} at step {step} of {t['steps']}")
+
+    common = {
+        "method": method,
+        "method_config": head.config(),
+        "protocol": p.name,
+        "protocol_sha256": p.sha256,
+        "backbone": {"name": p.backbone.name, "weights_sha256": weights_sha},
+        "num_train_classes": len(train_index.classes),
+        "train_settings": t,
+    }
+    with progress_bar(f"training {method}", t["steps"] - step, s.show_progress) as advance:
+        while step < t["steps"]:
+            head.train()
+            ids = np.arange(step * t["tasks_per_batch"], (step + 1) * t["tasks_per_batch"])
+            opt.zero_grad(set_to_none=True)
+            loss_sum = 0.0
+            for start in range(0, len(ids), MICRO_BATCH):
+                b = train_episodes.batch(ids[start : start + MICRO_BATCH])
+                e = len(b.ids)
+                support = head.embed(train_view[torch.from_numpy(b.support.ravel())].to(s.device))
+                query = head.embed(train_view[torch.from_numpy(b.query.ravel())].to(s.device))
+                loss = head.loss(
+                    support.reshape(e, -1, *support.shape[1:]),
+                    torch.from_numpy(b.support_labels).to(s.device),
+                    query.reshape(e, -1, *query.shape[1:]),
+                    torch.from_numpy(b.query_labels).to(s.device),
+                    p.way,
+                    class_ids=torch.from_numpy(b.classes).to(s.device),
+                )
+                (loss * e / len(ids)).backward()
+                loss_sum += loss.item() * e
+            if not math.isfinite(loss_sum):
+                raise HarnessError(f"training {method} diverged at step {step + 1} (loss is {loss_sum})", where=p.where("train.lr"), fix="lower train.lr")
+            opt.step()
+            sched.step()
+            step += 1
+            advance(1)
+            entry = {"step": step, "loss": loss_sum / len(ids), "lr": sched.get_last_lr()[0]}
+            if step % t["val_every"] == 0 or step == t["steps"]:
+                entry["val_accuracy"] = _val_accuracy(head, val_maps, val_episodes, s)
+                if entry["val_accuracy"] > best["val_accuracy"]:
+                    best = {"val_accuracy": entry["val_accuracy"], "step": step}
+                    save_checkpoint(out / "best.pt", {**common, "state_dict": head.state_dict(), "step": step, "val_accuracy": entry["val_accuracy"]})
+                history.append(entry)
+                save_checkpoint(last_path, {**common, "state_dict": head.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(), "rng": torch.get_rng_state(), "step": step, "best": best, "history": history})
+                atomic_write_text(out / "train_log.jsonl", "".join(record_line(h) for h in history))
+                log(f"{method} step {step}/{t['steps']}: loss {entry['loss']:.4f}, val accuracy {entry['val_accuracy']:.2f}% (best {best['val_accuracy']:.2f}% at step {best['step']})")
+            else:
+                history.append(entry)
+
+    summary = {
+        **common,
+        "selected_step": best["step"],
+        "selected_val_accuracy": best["val_accuracy"],
+        "selected_on": {"part": "val", "episodes": t["val_episodes"], "seed": t["val_seed"], "episode_set_sha256": val_episodes.sha256},
+        "train_episode_seed": t["seed"],
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "checkpoint": str(out / "best.pt"),
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return summary

@@ -1,0 +1,107 @@
+"""Episodic training: the loss falls, selection happens on val, and --resume reaches the same result."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import methods
+from harness.checkpoints import load_checkpoint
+from harness.errors import HarnessError
+from harness.pipeline import Settings, run_method
+from harness.protocol import load_protocol
+from harness.train import train
+from methods.base import Head, class_means
+
+
+class _LinearProto(Head):
+    """A prototype head on a learned linear map: the smallest head with something to train."""
+
+    view = "vector"
+    trainable = True
+    train_defaults = {"steps": 12, "tasks_per_batch": 4, "query_per_class": 2, "val_every": 4, "val_episodes": 40, "lr": 0.01}
+
+    def __init__(self, feature_shape, dim: int = 16):
+        super().__init__()
+        self.map = nn.Linear(feature_shape[0], dim)
+        self._config = {"dim": dim}
+
+    def embed(self, features):  # [N, C] -> [N, dim]
+        return self.map(features)
+
+    def forward(self, support, support_labels, query, way):
+        prototypes = class_means(support, support_labels, way)
+        return -((query.unsqueeze(2) - prototypes.unsqueeze(1)) ** 2).sum(-1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def linear_proto():
+    methods.register("test-linear-proto")(_LinearProto)
+    yield
+    from methods import registry
+
+    registry._REGISTRY.pop("test-linear-proto")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("home")
+
+
+def settings(home, results=None):
+    return Settings(home=home, results=results or home / "results", show_progress=False)
+
+
+def test_training_selects_on_val_and_run_finds_the_checkpoint(write_protocol, home, tmp_path):
+    p = load_protocol(write_protocol())
+    summary = train(p, "test-linear-proto", settings(home), out=None)
+    assert summary["selected_on"]["part"] == "val"
+    log = [json.loads(line) for line in (home / "checkpoints/tiny-5w1s/test-linear-proto/train_log.jsonl").read_text().splitlines()]
+    val_points = [e for e in log if "val_accuracy" in e]
+    assert [e["step"] for e in val_points] == [4, 8, 12]
+    assert summary["selected_val_accuracy"] == max(e["val_accuracy"] for e in val_points)
+    best = load_checkpoint(home / "checkpoints/tiny-5w1s/test-linear-proto/best.pt")
+    assert best["step"] == summary["selected_step"]
+    result = run_method(p, "test-linear-proto", settings(home, tmp_path))
+    assert result["checkpoint_sha256"] and result["n_episodes"] == 200
+
+
+def test_resume_reaches_the_same_result_as_an_uninterrupted_run(write_protocol, home, tmp_path, monkeypatch):
+    p = load_protocol(write_protocol())
+    whole = train(p, "test-linear-proto", settings(home), out=tmp_path / "whole")
+
+    import harness.train as train_module
+
+    real = train_module.save_checkpoint
+    saves = []
+
+    def save_then_stop(path, payload):
+        real(path, payload)
+        saves.append(path.name)
+        if path.name == "last.pt" and payload["step"] == 8:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(p, "test-linear-proto", settings(home), out=tmp_path / "killed")
+    monkeypatch.setattr(train_module, "save_checkpoint", real)
+    resumed = train(p, "test-linear-proto", settings(home), resume=True, out=tmp_path / "killed")
+
+    a = load_checkpoint(tmp_path / "whole/last.pt")
+    b = load_checkpoint(tmp_path / "killed/last.pt")
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key])
+    assert a["history"] == b["history"]
+    assert whole["selected_step"] == resumed["selected_step"]
+    assert (tmp_path / "whole/train_log.jsonl").read_bytes() == (tmp_path / "killed/train_log.jsonl").read_bytes()
+
+
+def test_run_without_a_checkpoint_says_how_to_train(write_protocol, home, tmp_path):
+    p = load_protocol(write_protocol(name="untrained"))
+    with pytest.raises(HarnessError, match="python bench.py train --protocol .* --method test-linear-proto"):
+        run_method(p, "test-linear-proto", settings(home, tmp_path))
+
+
+def test_protonet_has_nothing_to_train(write_protocol, home):
+    with pytest.raises(HarnessError, match="nothing to train"):
+        train(load_protocol(write_protocol()), "protonet", settings(home))
