@@ -81,6 +81,20 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_import_checkpoint(args) -> int:
+    from harness.import_reference import import_checkpoint
+
+    p = _protocol(args)
+    source = Path(args.file)
+    out = Path(args.out) if args.out else source.with_name(f"{source.stem}.{args.reference}-harness.pt")
+    head, backbone = import_checkpoint(args.reference, source, p, out)
+    print(f"head checkpoint: {head}")
+    if backbone:
+        print(f"backbone weights: {backbone}")
+        print(f"evaluate: python bench.py run --protocol {args.protocol} --method {args.reference} --checkpoint {head} --set backbone.weights={backbone}")
+    return 0
+
+
 def cmd_list(args) -> int:
     import methods
     from harness.backbones import list_backbones
@@ -128,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = with_protocol("train", "meta-train a method on the train split, selecting on val", cmd_train)
     train.add_argument("--method", required=True, help="a registered method with parameters (see `list`)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this protocol and method")
+
+    imp = with_protocol("import-checkpoint", "convert a checkpoint of the TRX or STAF reference code", cmd_import_checkpoint)
+    imp.add_argument("--from", dest="reference", required=True, choices=["trx", "staf"], help="which reference code saved the file")
+    imp.add_argument("file", help="the reference checkpoint")
+    imp.add_argument("--out", help="where to write the harness checkpoint (default: beside the file)")
 
     sub.add_parser("list", help="list methods, backbones and protocols", parents=[common]).set_defaults(func=cmd_list)
     parser.set_defaults(func=cmd_quickstart)

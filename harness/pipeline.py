@@ -63,7 +63,10 @@ def generate_synthetic(root: Path, spec: "synthetic.SyntheticSpec", show_progres
             advance(done - last[0])
             last[0] = done
 
-        return synthetic.generate(root, spec, progress=report, workers=workers)
+        try:
+            return synthetic.generate(root, spec, progress=report, workers=workers)
+        except ValueError as e:  # a folder that holds something else, or another spec
+            raise HarnessError(str(e)) from None
 
 
 def ensure_dataset(p: Protocol, s: Settings) -> Path:
