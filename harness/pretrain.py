@@ -18,7 +18,7 @@ from harness.data.index import VideoIndex
 from harness.files import atomic_write_bytes
 from harness.protocol import FramesSpec, canonical_json, frames_key
 
-PRETRAIN_DEFAULTS = {"epochs": 6, "batch_size": 32, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "seed": 0}
+PRETRAIN_DEFAULTS = {"epochs": 5, "batch_size": 32, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "seed": 0}
 
 
 def pretrained_path(home: Path, backbone: str, dataset: str, train_index: VideoIndex, frames: FramesSpec, settings: dict) -> Path:

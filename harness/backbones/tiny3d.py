@@ -18,7 +18,7 @@ def conv_bn(c_in: int, c_out: int, kernel, stride, padding) -> nn.Sequential:
 class Tiny3D(nn.Module):
     out_channels = 128
 
-    def __init__(self, widths=(24, 48, 96, 128)):
+    def __init__(self, widths=(16, 32, 64, 128)):
         super().__init__()
         w0, w1, w2, w3 = widths
         self.features = nn.Sequential(
