@@ -110,7 +110,7 @@ def backbone_for(p: Protocol, s: Settings, pretrain_if_missing: bool = False) ->
             log(f"pretrained in {time.perf_counter() - started:.0f} s -> {path}")
     else:
         raise HarnessError(f"backbone '{p.backbone.name}' needs a weights file", where=p.where("backbone.weights"), fix="set backbone.weights to the file you downloaded (the harness never downloads weights)")
-    sha = load_weights(model, path, p.backbone.name)
+    sha = load_weights(model, path, p.backbone.name, ignore=getattr(model, "ignore_weights", ()))
     return model.eval(), sha, str(path)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from harness.data.synthetic import SyntheticSpec, generate
 
@@ -24,11 +23,6 @@ seed: 0
 frames: {{count: 8, resize: 32, crop: 32}}
 backbone: {{name: tiny3d}}
 """
-
-
-@pytest.fixture(autouse=True)
-def _few_threads():
-    torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")

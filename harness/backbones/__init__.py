@@ -6,5 +6,8 @@ downloaded), loaded without executing code, and their SHA-256 goes into every ca
 from harness.backbones.registry import create_backbone, list_backbones, load_weights, register_backbone, sha256_file
 
 from harness.backbones import tiny3d  # noqa: F401  (registers)
+from harness.backbones import r3d  # noqa: F401  (registers)
+from harness.backbones import resnet2d  # noqa: F401  (registers)
+from harness.backbones import torchvision_video  # noqa: F401  (registers)
 
 __all__ = ["create_backbone", "list_backbones", "load_weights", "register_backbone", "sha256_file"]
