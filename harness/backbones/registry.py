@@ -63,11 +63,11 @@ def load_weights(model: nn.Module, path: Path, name: str, ignore: tuple[str, ...
     """Load a weight file into `model` strictly (keys starting with `ignore` are skipped); return its SHA-256."""
     state = {k: v for k, v in read_state_dict(path).items() if not k.startswith(ignore)}
     own = model.state_dict()
-    # files saved before PyTorch 0.4.1 lack BatchNorm's batch counters, which evaluation never reads
-    for key in set(own) - set(state):
-        if key.endswith("num_batches_tracked"):
-            state[key] = own[key]
     missing = sorted(set(own) - set(state))
+    if missing and all(k.endswith("num_batches_tracked") for k in missing):
+        # files saved before PyTorch 0.4.1 lack BatchNorm's batch counters, which evaluation never reads
+        state.update({k: own[k] for k in missing})
+        missing = []
     unexpected = sorted(set(state) - set(own))
     wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong_shape:
