@@ -95,6 +95,12 @@ def cmd_import_checkpoint(args) -> int:
     return 0
 
 
+def cmd_splits(args) -> int:
+    from harness.data.manifests import cmd_splits_verify
+
+    return cmd_splits_verify(args.folder, args.split)
+
+
 def cmd_list(args) -> int:
     import methods
     from harness.backbones import list_backbones
@@ -147,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--from", dest="reference", required=True, choices=["trx", "staf"], help="which reference code saved the file")
     imp.add_argument("file", help="the reference checkpoint")
     imp.add_argument("--out", help="where to write the harness checkpoint (default: beside the file)")
+
+    splits = sub.add_parser("splits", help="published few-shot splits")
+    splits_sub = splits.add_subparsers(dest="splits_command", required=True)
+    verify = splits_sub.add_parser("verify", help="check split files against the published manifests; exit 1 on any difference")
+    verify.add_argument("folder", help="folder holding the split files (trainlist*.txt, vallist*.txt, testlist*.txt)")
+    verify.add_argument("--split", help="compare with this manifest (hmdb_arn, ucf_arn, kinetics_cmn, ssv2_cmn, ssv2_otam) instead of finding it by hash")
+    verify.set_defaults(func=cmd_splits)
 
     sub.add_parser("list", help="list methods, backbones and protocols", parents=[common]).set_defaults(func=cmd_list)
     parser.set_defaults(func=cmd_quickstart)
