@@ -101,6 +101,18 @@ def cmd_splits(args) -> int:
     return cmd_splits_verify(args.folder, args.split)
 
 
+def cmd_compare(args) -> int:
+    from harness.compare import cmd_compare as compare
+
+    return compare(args)
+
+
+def cmd_leaderboard(args) -> int:
+    from harness.leaderboard import cmd_leaderboard as leaderboard
+
+    return leaderboard(args)
+
+
 def cmd_list(args) -> int:
     import methods
     from harness.backbones import list_backbones
@@ -160,6 +172,18 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("folder", help="folder holding the split files (trainlist*.txt, vallist*.txt, testlist*.txt)")
     verify.add_argument("--split", help="compare with this manifest (hmdb_arn, ucf_arn, kinetics_cmn, ssv2_cmn, ssv2_otam) instead of finding it by hash")
     verify.set_defaults(func=cmd_splits)
+
+    cmp = sub.add_parser("compare", help="paired comparison of methods evaluated on the same episodes", parents=[common])
+    cmp.add_argument("methods", nargs="+", metavar="METHOD", help="two or more methods with results on the protocol")
+    cmp.add_argument("--protocol", required=True, help="the protocol's name (its folder under --results) or its file")
+    cmp.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
+    cmp.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
+    cmp.set_defaults(func=cmd_compare)
+    board = sub.add_parser("leaderboard", help="methods x protocols from the results folder, every number with its provenance", parents=[common])
+    board.add_argument("--format", choices=["rich", "md", "csv", "json"], default="rich")
+    board.add_argument("--out", metavar="FILE", help="write the table to FILE instead of the terminal")
+    board.add_argument("--plot", metavar="FILE", help="FILE.svg (needs nothing) or FILE.png (needs matplotlib)")
+    board.set_defaults(func=cmd_leaderboard)
 
     sub.add_parser("list", help="list methods, backbones and protocols", parents=[common]).set_defaults(func=cmd_list)
     parser.set_defaults(func=cmd_quickstart)

@@ -11,6 +11,12 @@ import numpy as np
 from harness.errors import HarnessError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: Path, write) -> None:
     """Call write(file) on a temporary file beside `path`, then rename it into place."""
     try:
@@ -19,6 +25,7 @@ def _atomic(path: Path, write) -> None:
     except OSError as e:
         raise HarnessError(f"cannot write {path}: {e.strerror or e}", fix="check that the folder exists and is writable") from None
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be read by others
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -106,7 +106,10 @@ def backbone_for(p: Protocol, s: Settings, pretrain_if_missing: bool = False) ->
             started = time.perf_counter()
             steps = PRETRAIN_DEFAULTS["epochs"] * -(-len(train_index) // PRETRAIN_DEFAULTS["batch_size"])
             with progress_bar("pretraining", steps, s.show_progress) as advance:
-                pretrain(create_backbone(p.backbone.name), train_index, p.frames, path, workers=s.workers, log=log, progress=lambda *_: advance(1))
+                with torch.random.fork_rng():  # the initial weights too come from the pretraining seed
+                    torch.manual_seed(PRETRAIN_DEFAULTS["seed"])
+                    fresh = create_backbone(p.backbone.name)
+                    pretrain(fresh, train_index, p.frames, path, workers=s.workers, log=log, progress=lambda *_: advance(1))
             log(f"pretrained in {time.perf_counter() - started:.0f} s -> {path}")
     else:
         raise HarnessError(f"backbone '{p.backbone.name}' needs a weights file", where=p.where("backbone.weights"), fix="set backbone.weights to the file you downloaded (the harness never downloads weights)")

@@ -99,10 +99,13 @@ class _Cardinality(nn.Module):
         q: parts [E, Q, ...]; s: parts grouped by class [E, way, shot, ...]."""
         M, n = self.slots, self.n
         E, Q, way, shot = *q["h"].shape[:2], *s["h"].shape[1:3]
-        # h_t . h_st' for every (query tuple, support tuple): [E, Q, way, shot, n, n]
-        dots = per_episode(lambda qh, sh: M @ _slot_products(qh, sh) @ M.T, q["h"], s["h"])
-        att = dots * q["inv_sigma"][:, :, None, None, :, None] * s["inv_sigma"][:, None, :, :, None, :]
-        att = (att + s["beta_h"][:, None, :, :, None, :]) / math.sqrt(self.dim)
+        root_d = math.sqrt(self.dim)
+
+        def scores(qh, sh, q_inv, s_inv, s_beta):  # one episode: K_t . K_st' / sqrt(d) up to a constant per t
+            dots = M @ _slot_products(qh, sh) @ M.T  # [Q, way, shot, n, n]  h_t . h_st'
+            return (dots * q_inv[:, None, None, :, None] * s_inv[:, :, None, :] + s_beta[:, :, None, :]) / root_d
+
+        att = per_episode(scores, q["h"], s["h"], q["inv_sigma"], s["inv_sigma"], s["beta_h"])
         return torch.softmax(att.transpose(3, 4).reshape(E, Q, way, n, shot * n), dim=-1)
 
     def logits(self, q: dict, s: dict) -> torch.Tensor:

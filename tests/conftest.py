@@ -7,6 +7,8 @@ import pytest
 
 from harness.data.synthetic import SyntheticSpec, generate
 
+pytest_plugins = ["harness.regression"]
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 # small enough for a 2-core CI machine: 18 classes x 7 videos x 8 frames of 32 x 32

@@ -1,0 +1,404 @@
+"""Comparing methods on the SAME episodes: paired differences, paired tests, one sentence of verdict.
+
+    python bench.py compare protonet trx otam --protocol synthetic-5w1s [--alpha 0.05] [--json FILE]
+
+Methods are compared only when their runs share the episode set (its hash in the summaries, and the records
+line up episode by episode); otherwise the comparison is refused. For two methods: the mean paired
+difference of per-episode accuracy with its t-interval, a paired t-test, a Wilcoxon signed-rank test, an
+exact McNemar test on per-query correctness, a paired bootstrap interval over episodes and one over test
+videos. For more: every pair, Holm-corrected, and a ranking that says which differences are significant.
+The verdict rests on the paired t-test (Holm-adjusted with more than two methods); the others are shown
+beside it so a disagreement is visible.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from harness import stats
+from harness.errors import HarnessError
+from harness.files import atomic_write_json
+
+DEFAULT_RESAMPLES = 9999
+
+
+# ------------------------------------------------------------------------------------------ loading runs
+
+
+@dataclass
+class Run:
+    """One finished run: its summary and its per-episode records."""
+
+    method: str
+    folder: Path
+    summary: dict
+    records: list[dict]
+
+    @cached_property
+    def per_episode(self) -> np.ndarray:
+        """Per-episode accuracy in percent [E]."""
+        return stats.episode_accuracy(self.records)
+
+    @cached_property
+    def correct(self) -> np.ndarray:
+        """Per-query correctness [E, Q]."""
+        return stats.query_outcomes(self.records)
+
+
+def records_episode_set_sha256(records: list[dict]) -> str:
+    """The episode-set hash recomputed from records (the same formula as `EpisodeSet.sha256`), so records
+    can prove which episodes they hold without their summary."""
+    if not records:
+        raise HarnessError("no episode records", fix="pass the records of a finished run")
+    way = len(records[0]["classes"])
+    shot, query = len(records[0]["support"]) // way, len(records[0]["query"]) // way
+    h = hashlib.sha256(f"way={way} shot={shot} query={query} n={len(records)}\n".encode())
+    for r in records:
+        h.update(f"{r['episode']}:{'|'.join(r['support'] + r['query'])}\n".encode())
+    return h.hexdigest()
+
+
+def read_records(path: Path) -> tuple[list[dict], bytes]:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise HarnessError(f"cannot read {path}: {e.strerror or e}", fix="run the evaluation again (python bench.py run ...)") from None
+    records = []
+    for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise HarnessError(f"line {n} is not JSON ({e.msg})", where=str(path), fix="the file is damaged; run the evaluation again") from None
+    for i, r in enumerate(records):
+        if r.get("episode") != i:
+            raise HarnessError(f"line {i + 1} holds episode {r.get('episode')}, expected {i}", where=str(path), fix="records must be a run's episodes 0..n-1 in order; run the evaluation again")
+    return records, data
+
+
+def load_run(folder: Path) -> Run:
+    """Read <folder>/summary.json and episodes.jsonl and check that they belong together."""
+    folder = Path(folder)
+    summary_path, records_path = folder / "summary.json", folder / "episodes.jsonl"
+    if not summary_path.is_file() or not records_path.is_file():
+        missing = summary_path if not summary_path.is_file() else records_path
+        raise HarnessError(f"no finished run in {folder} ({missing.name} is missing)", fix="evaluate it first: python bench.py run --protocol P --method M")
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise HarnessError(f"summary.json is not JSON ({e.msg})", where=str(summary_path), fix="run the evaluation again") from None
+    records, data = read_records(records_path)
+    digest = hashlib.sha256(data).hexdigest()
+    if summary.get("records_sha256") and summary["records_sha256"] != digest:
+        raise HarnessError(
+            f"episodes.jsonl has SHA-256 {digest[:12]}..., but summary.json was written for {summary['records_sha256'][:12]}...",
+            where=str(folder),
+            fix="the records changed after the run finished; run the evaluation again",
+        )
+    if summary.get("n_episodes") is not None and summary["n_episodes"] != len(records):
+        raise HarnessError(f"summary.json says {summary['n_episodes']} episodes, episodes.jsonl holds {len(records)}", where=str(folder), fix="run the evaluation again")
+    return Run(method=summary.get("method", folder.name), folder=folder, summary=summary, records=records)
+
+
+def protocol_for_results(name_or_path: str) -> tuple[str, str | None, str]:
+    """(results folder name, expected protocol SHA-256 or None, how it was named).
+
+    A path to a protocol file is read for its name and hash; anything else is taken as the protocol's name
+    (the folder under the results directory), as `run` wrote it."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        from harness.protocol import load_protocol
+
+        p = load_protocol(path)
+        return p.name, p.sha256, str(path)
+    return name_or_path, None, name_or_path
+
+
+def load_runs(results: Path, protocol: str, methods: list[str]) -> list[Run]:
+    """The runs of `methods` on `protocol` under `results`, checked to share one episode set."""
+    name, expected_sha, shown = protocol_for_results(protocol)
+    if len(set(methods)) != len(methods):
+        raise HarnessError(f"a method is named twice: {' '.join(methods)}", fix="name each method once")
+    root = Path(results) / name
+    if not root.is_dir():
+        raise HarnessError(f"no results for protocol '{name}' in {Path(results)}", fix=f"evaluate first: python bench.py run --protocol {shown} --method M (or pass --results DIR)")
+    runs = []
+    for m in methods:
+        if not (root / m).is_dir():
+            found = ", ".join(sorted(p.name for p in root.iterdir() if (p / "summary.json").is_file())) or "(none)"
+            raise HarnessError(f"no run of method '{m}' on protocol '{name}' in {root}", fix=f"evaluate it: python bench.py run --protocol {shown} --method {m} (methods with results there: {found})")
+        runs.append(load_run(root / m))
+    if expected_sha:
+        other = [r for r in runs if r.summary.get("protocol_sha256") != expected_sha]
+        if other:
+            raise HarnessError(
+                f"the results of {', '.join(r.method for r in other)} were made with another content of protocol '{name}' than {shown} holds now",
+                fix=f"compare them as they are by passing the name ({name}) instead of the file, or evaluate again",
+            )
+    check_same_episodes(runs)
+    return runs
+
+
+def check_same_episodes(runs: list[Run]) -> None:
+    """Refuse unless every run holds the same episodes: equal episode-set hashes, records that line up."""
+    sets = {r.method: r.summary.get("episode_set_sha256") for r in runs}
+    if len(set(sets.values())) != 1:
+        listing = "; ".join(f"{m}: {(h or 'none')[:12]}" for m, h in sets.items())
+        raise HarnessError(
+            f"these runs were evaluated on different episode sets ({listing}), so a paired comparison is impossible",
+            fix="evaluate every method with the same protocol and --episodes, then compare again",
+        )
+    first = runs[0]
+    for run in runs[1:]:
+        if len(run.records) != len(first.records):
+            raise HarnessError(f"{first.method} has {len(first.records)} episodes and {run.method} {len(run.records)}", fix="evaluate both with the same --episodes")
+        for a, b in zip(first.records, run.records):
+            for key in ("episode", "classes", "support", "query", "query_labels"):
+                if a[key] != b[key]:
+                    raise HarnessError(
+                        f"episode {a['episode']}: field '{key}' differs between {first.method} and {run.method}, although their summaries name the same episode set",
+                        where=str(run.folder / "episodes.jsonl"),
+                        fix="the records were changed or mixed up; evaluate the methods again",
+                    )
+
+
+# ------------------------------------------------------------------------------------------- statistics
+
+
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def compare_pair(a: Run, b: Run, alpha: float = 0.05, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
+    """Every paired statistic of A - B (percentage points) on their shared episodes."""
+    xa, xb = a.per_episode, b.per_episode
+    d = xa - xb
+    confidence = 1 - alpha
+    outcome_diff = a.correct - b.correct  # [E, Q] in {-1, 0, 1}
+    return {
+        "a": a.method,
+        "b": b.method,
+        "mean_difference": float(d.mean()),
+        "t_interval": stats.student_t_interval(d, confidence),
+        "bootstrap": stats.bootstrap_interval(d, confidence, n_resamples, seed),
+        "video_bootstrap": stats.video_bootstrap_interval(a.records, confidence, n_resamples, seed, outcomes=outcome_diff),
+        "paired_t": stats.paired_t_test(xa, xb),
+        "wilcoxon": stats.wilcoxon_test(xa, xb),
+        "mcnemar": stats.mcnemar_exact(a.correct, b.correct),
+        "a_better_episodes": int(np.sum(d > 0)),
+        "b_better_episodes": int(np.sum(d < 0)),
+        "tied_episodes": int(np.sum(d == 0)),
+    }
+
+
+def _second_opinions(pair: dict, alpha: float, significant: bool) -> str:
+    """The tests that disagree with the verdict, as the end of its sentence ("" when none does)."""
+    names = {"wilcoxon": "the Wilcoxon signed-rank test", "mcnemar": "the exact McNemar test"}
+    against = []
+    for key, name in names.items():
+        adjusted = pair[key].get("p_holm")
+        p = pair[key]["p"] if adjusted is None else adjusted
+        if (p < alpha) != significant:
+            against.append(f"{name} ({'Holm-adjusted ' if adjusted is not None else ''}{_p(p)})")
+    if not against:
+        return ""
+    plural = len(against) > 1
+    if significant:
+        return ", though " + " and ".join(against) + (" do not confirm it" if plural else " does not confirm it")
+    return ", though " + " and ".join(against) + (" find one" if plural else " finds one")
+
+
+def verdict(pair: dict, alpha: float, p: float | None = None, holm_adjusted: bool = False) -> str:
+    """One plain sentence on the pair at `alpha`, from the paired t-test (or its Holm-adjusted p); the
+    Wilcoxon and McNemar tests are named at its end when they disagree."""
+    a, b, diff = pair["a"], pair["b"], pair["mean_difference"]
+    ci = pair["t_interval"]
+    level = f"{100 * (1 - alpha):g}%"
+    raw = pair["paired_t"]["p"]
+    p = raw if p is None else p
+    test = f"paired t-test {_p(raw)}" + (f", Holm-adjusted {_p(p)}" if holm_adjusted else "")
+    if p < alpha and diff != 0:
+        better, worse = (a, b) if diff > 0 else (b, a)
+        lo, hi = (ci["low"], ci["high"]) if diff > 0 else (-ci["high"], -ci["low"])
+        return f"{better} is better than {worse} by {abs(diff):.1f} points ({level} CI {lo:.1f} to {hi:.1f}; {test}){_second_opinions(pair, alpha, True)}."
+    interval = f"{level} CI {ci['low']:.1f} to {ci['high']:.1f}"
+    return f"No significant difference between {a} and {b} at alpha {alpha:g} ({a} - {b} = {diff:+.1f} points, {interval}; {test}){_second_opinions(pair, alpha, False)}."
+
+
+def _ranking(methods: list[str], accuracy: dict[str, float], significant: dict[tuple[str, str], int]) -> list[dict]:
+    """Methods by mean accuracy, each with whom it beats significantly and the ranks it could hold."""
+    order = sorted(methods, key=lambda m: -accuracy[m])
+    rows = []
+    for i, m in enumerate(order):
+        beats = [o for o in order if significant.get((m, o)) == 1]
+        beaten_by = [o for o in order if significant.get((o, m)) == 1]
+        tied = [o for o in order if o != m and o not in beats and o not in beaten_by]
+        rows.append(
+            {
+                "rank": i + 1,
+                "method": m,
+                "accuracy": accuracy[m],
+                "significantly_better_than": beats,
+                "significantly_worse_than": beaten_by,
+                "not_distinguished_from": tied,
+                # every method significantly above it must rank higher, every one below it lower
+                "possible_ranks": [len(beaten_by) + 1, len(methods) - len(beats)],
+            }
+        )
+    return rows
+
+
+def compare_runs(runs: list[Run], alpha: float = 0.05, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
+    """The comparison of already loaded runs (they must share the episode set) as plain data."""
+    if len(runs) < 2:
+        raise HarnessError("a comparison needs at least two methods", fix="name two or more methods: python bench.py compare A B --protocol P")
+    if not 0 < alpha < 1:
+        raise HarnessError(f"alpha must be between 0 and 1, got {alpha}", fix="use e.g. --alpha 0.05")
+    check_same_episodes(runs)
+    first = runs[0]
+    method_rows = []
+    for r in runs:
+        x = r.per_episode
+        method_rows.append(
+            {
+                "method": r.method,
+                "accuracy": float(x.mean()),
+                "intervals": {
+                    "normal": stats.normal_interval(x, 1 - alpha),
+                    "t": stats.student_t_interval(x, 1 - alpha),
+                    "video_bootstrap": stats.video_bootstrap_interval(r.records, 1 - alpha, n_resamples, seed),
+                },
+                "records_sha256": r.summary.get("records_sha256"),
+                "checkpoint_sha256": r.summary.get("checkpoint_sha256"),
+                "method_config": r.summary.get("method_config"),
+                "backbone": r.summary.get("backbone", {}).get("name"),
+                "backbone_weights_sha256": r.summary.get("backbone", {}).get("weights_sha256"),
+            }
+        )
+    pairs = [compare_pair(a, b, alpha, n_resamples, seed) for a, b in itertools.combinations(runs, 2)]
+    multiple = len(pairs) > 1
+    adjusted = stats.holm([p["paired_t"]["p"] for p in pairs]) if multiple else [pairs[0]["paired_t"]["p"]]
+    for key in ("wilcoxon", "mcnemar"):  # so that the second opinions are judged on the same footing
+        for pair, p in zip(pairs, stats.holm([p[key]["p"] for p in pairs])):
+            pair[key]["p_holm"] = float(p) if multiple else None
+    significant: dict[tuple[str, str], int] = {}
+    for pair, p in zip(pairs, adjusted):
+        pair["p_holm"] = float(p) if multiple else None
+        pair["significant"] = bool(p < alpha and pair["mean_difference"] != 0)
+        pair["verdict"] = verdict(pair, alpha, float(p), holm_adjusted=multiple)
+        if pair["significant"]:
+            winner, loser = (pair["a"], pair["b"]) if pair["mean_difference"] > 0 else (pair["b"], pair["a"])
+            significant[(winner, loser)] = 1
+    accuracy = {m["method"]: m["accuracy"] for m in method_rows}
+    result = {
+        "protocol": first.summary.get("protocol"),
+        "protocol_sha256": first.summary.get("protocol_sha256"),
+        "episode_set_sha256": first.summary.get("episode_set_sha256"),
+        "n_episodes": len(first.records),
+        "n_queries": int(first.correct.size),
+        "alpha": alpha,
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "primary_test": "paired t-test on per-episode accuracy" + (", Holm-corrected over all pairs" if multiple else ""),
+        "methods": method_rows,
+        "pairs": pairs,
+        "ranking": _ranking([r.method for r in runs], accuracy, significant),
+        "verdict": [p["verdict"] for p in pairs],
+    }
+    return _finite(result)
+
+
+def compare(methods: list[str], protocol: str, results: Path | str = "results", alpha: float = 0.05, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
+    """Load the runs of `methods` on `protocol` (a name, or a protocol file) from `results` and compare them."""
+    return compare_runs(load_runs(Path(results), protocol, list(methods)), alpha, n_resamples, seed)
+
+
+def _finite(x):
+    """JSON has no NaN or infinity: such values become None (a zero-variance test statistic, for one)."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+# ------------------------------------------------------------------------------------------------ output
+
+
+def _fmt_p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _fmt_interval(i: dict) -> str:
+    return f"{i['low']:.2f} to {i['high']:.2f}"
+
+
+def render(result: dict):
+    """Rich renderables of a comparison: methods, pairwise differences, ranking (more than two), verdicts."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    level = f"{100 * (1 - result['alpha']):g}%"
+    methods = Table(
+        title=f"{result['protocol']}: {result['n_episodes']} shared episodes ({result['episode_set_sha256'][:12]}...)",
+        caption=f"accuracy in %; ± is the papers' interval (z x population std / sqrt(n)); the video-pool interval resamples test videos, not episodes",
+    )
+    for col in ("method", "accuracy", "±", f"{level} t-interval", f"{level} video-pool interval"):
+        methods.add_column(col, justify="left" if col == "method" else "right")
+    for m in result["methods"]:
+        i = m["intervals"]
+        methods.add_row(m["method"], f"{m['accuracy']:.2f}", f"{i['normal']['half_width']:.2f}", _fmt_interval(i["t"]), _fmt_interval(i["video_bootstrap"]))
+
+    multiple = len(result["pairs"]) > 1
+    pairs = Table(
+        title="paired differences A - B (percentage points)",
+        caption=f"CIs at {level} (not adjusted for multiplicity); t: paired t-test; W: Wilcoxon signed-rank; McNemar: exact, on per-query "
+        f"correctness (queries only A / only B got right)" + ("; significance from Holm-adjusted paired t-test p" if multiple else ""),
+    )
+    cols = ["A", "B", "A - B", "t CI", "bootstrap CI", "video-pool CI", "p (t)"] + (["p Holm"] if multiple else []) + ["p (W)", "McNemar", "significant"]
+    for col in cols:
+        pairs.add_column(col, justify="left" if col in ("A", "B") else "right")
+    for p in result["pairs"]:
+        mc = p["mcnemar"]
+        row = [p["a"], p["b"], f"{p['mean_difference']:+.2f}", _fmt_interval(p["t_interval"]), _fmt_interval(p["bootstrap"]), _fmt_interval(p["video_bootstrap"]),
+               _fmt_p(p["paired_t"]["p"])]
+        if multiple:
+            row.append(_fmt_p(p["p_holm"]))
+        row += [_fmt_p(p["wilcoxon"]["p"]), f"{mc['only_a_correct']}/{mc['only_b_correct']} {_fmt_p(mc['p'])}", "yes" if p["significant"] else "no"]
+        pairs.add_row(*row)
+    parts = [methods, pairs]
+    if multiple:
+        ranking = Table(title=f"ranking (significant at alpha {result['alpha']:g} after Holm)")
+        for col in ("rank", "method", "accuracy", "possible ranks", "significantly better than", "not distinguished from"):
+            ranking.add_column(col, justify="right" if col in ("rank", "accuracy") else "left")
+        for r in result["ranking"]:
+            lo, hi = r["possible_ranks"]
+            ranking.add_row(str(r["rank"]), r["method"], f"{r['accuracy']:.2f}", str(lo) if lo == hi else f"{lo}-{hi}",
+                            ", ".join(r["significantly_better_than"]) or "-", ", ".join(r["not_distinguished_from"]) or "-")
+        parts.append(ranking)
+    parts.append(Text("\n".join(result["verdict"])))
+    return Group(*parts)
+
+
+def cmd_compare(args) -> int:
+    """`bench.py compare A B [C ...] --protocol P [--results DIR] [--alpha 0.05] [--json FILE]`."""
+    from rich.console import Console
+
+    result = compare(args.methods, args.protocol, args.results, alpha=args.alpha,
+                     n_resamples=getattr(args, "resamples", DEFAULT_RESAMPLES), seed=getattr(args, "seed", 0) or 0)
+    Console().print(render(result))
+    if args.json:
+        atomic_write_json(Path(args.json), result)
+        print(f"comparison written to {args.json}")
+    return 0

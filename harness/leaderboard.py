@@ -1,0 +1,417 @@
+"""The leaderboard: methods x protocols from a results folder, every number traceable to its inputs.
+
+    python bench.py leaderboard [--results DIR] [--format rich|md|csv|json] [--out FILE] [--plot FILE.png|svg]
+
+Measured cells show accuracy +- the papers' interval, the best per protocol (by mean; `compare` says whether
+a difference is significant) and a reference to a footer line (rich, md) or sidecar columns (csv, json)
+with the protocol hash, episode-set hash, backbone and weights hash, checkpoint hash, records hash and code
+version. Runs of one protocol on different episode sets are flagged cell by cell, and the best is marked
+within each set only. Published numbers (harness/reported.py) appear in a section of their own, only beside
+protocols of the same dataset, split, way and shot.
+
+The picture is drawn without any plotting library for SVG (written by hand below); PNG needs matplotlib,
+imported only when a PNG is asked for.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from harness.errors import HarnessError
+from harness.files import atomic_write_bytes, atomic_write_text
+from harness.reported import reported_for
+
+FORMATS = ("rich", "md", "csv", "json")
+SET_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _short(sha: str | None, n: int = 12) -> str:
+    return sha[:n] if sha else "-"
+
+
+def _records_verified(folder: Path, summary: dict) -> bool | None:
+    """Whether episodes.jsonl still has the SHA-256 its summary recorded (None: nothing to check against)."""
+    path = folder / "episodes.jsonl"
+    if not summary.get("records_sha256"):
+        return None
+    if not path.is_file():
+        return False
+    return hashlib.sha256(path.read_bytes()).hexdigest() == summary["records_sha256"]
+
+
+def collect(results: Path) -> list[tuple[Path, dict]]:
+    """(run folder, summary) of every finished run under <results>/<protocol>/<method>/summary.json."""
+    results = Path(results)
+    if not results.is_dir():
+        raise HarnessError(f"results folder {results} does not exist", fix="evaluate something first (python bench.py run ...) or pass --results DIR")
+    runs = []
+    for path in sorted(results.glob("*/*/summary.json")):
+        try:
+            runs.append((path.parent, json.loads(path.read_text(encoding="utf-8"))))
+        except json.JSONDecodeError as e:
+            raise HarnessError(f"summary.json is not JSON ({e.msg})", where=str(path), fix="run that evaluation again, or remove the folder") from None
+    if not runs:
+        raise HarnessError(f"no finished runs in {results} (no <protocol>/<method>/summary.json)", fix="evaluate something first: python bench.py run --protocol P --method M")
+    return runs
+
+
+def build(results: Path | str = "results") -> dict:
+    """The leaderboard as plain data: protocols (columns), measured cells, reported cells."""
+    runs = collect(Path(results))
+    protocols: dict[str, dict] = {}
+    measured = []
+    for folder, s in runs:
+        name = s.get("protocol", folder.parent.name)
+        content = s.get("protocol_content") or {}
+        col = protocols.setdefault(name, {"name": name, "dataset": (content.get("dataset") or {}).get("name"), "way": content.get("way"),
+                                          "shot": content.get("shot"), "content": content, "sets": {}})
+        backbone = s.get("backbone") or {}
+        versions = s.get("versions") or {}
+        measured.append(
+            {
+                "kind": "measured",
+                "method": s.get("method", folder.name),
+                "protocol": name,
+                "accuracy": s.get("accuracy"),
+                "ci95": s.get("ci95"),
+                "t_interval95": s.get("t_interval95"),
+                "n_episodes": s.get("n_episodes"),
+                "protocol_sha256": s.get("protocol_sha256"),
+                "episode_set_sha256": s.get("episode_set_sha256"),
+                "backbone": backbone.get("name"),
+                "backbone_weights_sha256": backbone.get("weights_sha256"),
+                "checkpoint_sha256": s.get("checkpoint_sha256"),
+                "records_sha256": s.get("records_sha256"),
+                "records_verified": _records_verified(folder, s),
+                "harness_version": versions.get("harness"),
+                "torch_version": versions.get("torch"),
+                "device": s.get("device"),
+                "folder": str(folder),
+            }
+        )
+    # episode sets per protocol: a letter per distinct (protocol hash, episode-set hash), most cells first
+    for name, col in protocols.items():
+        cells = [m for m in measured if m["protocol"] == name]
+        keys = [(m["protocol_sha256"], m["episode_set_sha256"]) for m in cells]
+        distinct = sorted(set(keys), key=lambda k: (-keys.count(k), keys.index(k)))
+        letter = {k: SET_LETTERS[i % len(SET_LETTERS)] for i, k in enumerate(distinct)}
+        col["mixed"] = len(distinct) > 1
+        col["sets"] = {letter[k]: {"protocol_sha256": k[0], "episode_set_sha256": k[1]} for k in distinct}
+        for m, k in zip(cells, keys):
+            m["episode_set"] = letter[k]
+            m["mixed_episode_sets"] = col["mixed"]
+            group = [c for c, kk in zip(cells, keys) if kk == k and c["accuracy"] is not None]
+            m["best"] = len(group) > 1 and m["accuracy"] is not None and m["accuracy"] == max(c["accuracy"] for c in group)
+    measured.sort(key=lambda m: (list(protocols).index(m["protocol"]), m["method"]))
+    for i, m in enumerate(measured, 1):
+        m["ref"] = i
+    reported = []
+    for name, col in protocols.items():
+        for r in reported_for(name, col["content"]):
+            reported.append({"kind": "reported", "protocol": name, **r.to_dict()})
+    for col in protocols.values():
+        col.pop("content")
+    return {"results": str(Path(results)), "protocols": list(protocols.values()), "measured": measured, "reported": reported}
+
+
+# -------------------------------------------------------------------------------------------- rendering
+
+
+def _methods(rows: list[dict]) -> list[str]:
+    return sorted({r["method"] for r in rows})
+
+
+def _cell(m: dict) -> str:
+    if m["accuracy"] is None:
+        return "?"
+    text = f"{m['accuracy']:.2f} ± {m['ci95']:.2f}" if m.get("ci95") is not None else f"{m['accuracy']:.2f}"
+    if m["best"]:
+        text += " *"
+    text += f" [{m['ref']}]"
+    if m["mixed_episode_sets"]:
+        text += f" (set {m['episode_set']})"
+    if m["records_verified"] is False:
+        text += " !"
+    return text
+
+
+def _n(board: dict, protocol: str) -> str:
+    ns = sorted({m["n_episodes"] for m in board["measured"] if m["protocol"] == protocol and m["n_episodes"] is not None})
+    return "n=" + "/".join(map(str, ns)) if ns else "n=?"
+
+
+def _header(col: dict) -> str:
+    way_shot = f"{col['way']}-way {col['shot']}-shot" if col["way"] and col["shot"] else ""
+    return f"{col['name']} ({way_shot})" if way_shot else col["name"]
+
+
+def measured_table(board: dict) -> tuple[list[str], list[list[str]]]:
+    columns = ["method"] + [f"{_header(c)}, {_n(board, c['name'])}" for c in board["protocols"]]
+    cells = {(m["method"], m["protocol"]): m for m in board["measured"]}
+    rows = []
+    for method in _methods(board["measured"]):
+        rows.append([method] + [_cell(cells[(method, c["name"])]) if (method, c["name"]) in cells else "-" for c in board["protocols"]])
+    return columns, rows
+
+
+def reported_table(board: dict) -> tuple[list[str], list[list[str]]]:
+    names = list(dict.fromkeys(r["protocol"] for r in board["reported"]))
+    columns = ["method"] + names + ["source"]
+    rows = []
+    for method in _methods(board["reported"]):
+        mine = [r for r in board["reported"] if r["method"] == method]
+        for source in dict.fromkeys(r["source"] for r in mine):
+            cells = {r["protocol"]: r for r in mine if r["source"] == source}
+            row = [method] + [f"{cells[p]['accuracy']:.1f}" if p in cells else "-" for p in names]
+            notes = sorted({cells[p]["note"] for p in cells if cells[p]["note"]})
+            rows.append(row + [source + (f" ({'; '.join(notes)})" if notes else "")])
+    return columns, rows
+
+
+def footer(board: dict) -> list[str]:
+    """One line per measured cell (what produced it), then the flags that apply."""
+    lines = [
+        "* best mean accuracy within a protocol's episode set (use `bench.py compare` for significance); "
+        "± is the papers' interval, 1.96 x population std / sqrt(n) over n episodes",
+    ]
+    for m in board["measured"]:
+        lines.append(
+            f"[{m['ref']}] {m['method']} on {m['protocol']}: n={m['n_episodes']}, protocol {_short(m['protocol_sha256'])}, "
+            f"episode set {_short(m['episode_set_sha256'])}, backbone {m['backbone']} weights {_short(m['backbone_weights_sha256'])}, "
+            f"checkpoint {_short(m['checkpoint_sha256'])}, records {_short(m['records_sha256'])}, "
+            f"harness {m['harness_version'] or '?'}, torch {m['torch_version'] or '?'}"
+        )
+    for col in board["protocols"]:
+        if col["mixed"]:
+            sets = "; ".join(f"set {k}: protocol {_short(v['protocol_sha256'])}, episodes {_short(v['episode_set_sha256'])}" for k, v in col["sets"].items())
+            lines.append(f"WARNING: protocol {col['name']} holds results on {len(col['sets'])} different episode sets ({sets}); "
+                         f"cells of different sets are not comparable, and the best is marked within each set")
+    bad = [m for m in board["measured"] if m["records_verified"] is False]
+    if bad:
+        lines.append("! episodes.jsonl no longer matches its summary (changed or missing) for: " + ", ".join(f"[{m['ref']}]" for m in bad))
+    if board["reported"]:
+        lines.append("Reported numbers come from the papers named, with their own episodes, backbones and evaluation; they were not "
+                     "measured here and are not ranked against measured ones.")
+    return lines
+
+
+def to_rich(board: dict):
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    parts = []
+    columns, rows = measured_table(board)
+    table = Table(title=f"measured here: accuracy (%) from {board['results']}")
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    parts.append(table)
+    if board["reported"]:
+        columns, rows = reported_table(board)
+        rep = Table(title="reported in papers (NOT measured here; other episodes, backbones and evaluation)")
+        for i, c in enumerate(columns):
+            rep.add_column(c, justify="right" if 0 < i < len(columns) - 1 else "left")
+        for row in rows:
+            rep.add_row(*row)
+        parts.append(rep)
+    parts.append(Text("\n".join(footer(board))))
+    return Group(*parts)
+
+
+def _md_table(columns: list[str], rows: list[list[str]], text_columns: tuple[int, ...] = (0,)) -> list[str]:
+    def line(cells):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    rule = "|" + "|".join("---" if i in text_columns else "---:" for i in range(len(columns))) + "|"
+    return [line(columns), rule, *map(line, rows)]
+
+
+def to_markdown(board: dict) -> str:
+    out = [f"## Measured here: accuracy (%) from `{board['results']}`", ""]
+    out += _md_table(*measured_table(board))
+    if board["reported"]:
+        out += ["", "## Reported in papers (not measured here; other episodes, backbones and evaluation)", ""]
+        columns, rows = reported_table(board)
+        out += _md_table(columns, rows, text_columns=(0, len(columns) - 1))
+    out += [""] + [f"- {chr(92) + line if line.startswith('*') else line}" for line in footer(board)]  # "- *" would nest a list
+    return "\n".join(out) + "\n"
+
+
+CSV_FIELDS = (
+    "kind", "method", "protocol", "accuracy", "ci95", "t_low", "t_high", "n_episodes", "best", "episode_set", "mixed_episode_sets",
+    "protocol_sha256", "episode_set_sha256", "backbone", "backbone_weights_sha256", "checkpoint_sha256", "records_sha256",
+    "records_verified", "harness_version", "torch_version", "dataset", "split", "way", "shot", "source", "note",
+)
+
+
+def to_csv(board: dict) -> str:
+    """One row per cell; `kind` says measured or reported, and every measured row carries its provenance."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for m in board["measured"]:
+        t = m.get("t_interval95") or [None, None]
+        writer.writerow({**m, "t_low": t[0], "t_high": t[1]})
+    for r in board["reported"]:
+        writer.writerow(r)
+    return buf.getvalue()
+
+
+def to_json(board: dict) -> str:
+    return json.dumps(board, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+# --------------------------------------------------------------------------------------------- pictures
+
+
+def _plot_rows(board: dict) -> list[tuple[str, list[dict]]]:
+    """(protocol, rows) with rows {label, accuracy, low, high, reported}: measured first, then reported."""
+    panels = []
+    for col in board["protocols"]:
+        rows = []
+        for m in board["measured"]:
+            if m["protocol"] == col["name"] and m["accuracy"] is not None:
+                half = m["ci95"] or 0.0
+                label = m["method"] + (f" (set {m['episode_set']})" if m["mixed_episode_sets"] else "")
+                rows.append({"label": label, "accuracy": m["accuracy"], "low": m["accuracy"] - half, "high": m["accuracy"] + half, "reported": False})
+        for r in board["reported"]:
+            if r["protocol"] == col["name"]:
+                rows.append({"label": f"{r['method']} (reported)", "accuracy": r["accuracy"], "low": None, "high": None, "reported": True})
+        panels.append((f"{_header(col)}, {_n(board, col['name'])}", rows))
+    return panels
+
+
+def svg(board: dict) -> str:
+    """The picture as SVG text, drawn by hand: a panel per protocol, a dot and its interval per method;
+    reported numbers as hollow diamonds without an interval."""
+    left, right, width, row_h, head_h, top = 200, 30, 760, 22, 30, 40
+    plot_w = width - left - right
+    panels = _plot_rows(board)
+    height = top + sum(head_h + row_h * max(1, len(rows)) for _, rows in panels) + 50
+
+    def x(v: float) -> float:
+        return left + plot_w * min(max(v, 0.0), 100.0) / 100.0
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           '<text x="8" y="22" font-size="13">accuracy (%): dot = mean, bar = ± 1.96 x std / sqrt(n); ◇ = reported in a paper, not measured here</text>']
+    y = top
+    for title, rows in panels:
+        out.append(f'<text x="8" y="{y + 18}" font-weight="bold">{escape(title)}</text>')
+        y += head_h
+        body = row_h * max(1, len(rows))
+        for tick in range(0, 101, 10):
+            out.append(f'<line x1="{x(tick):.1f}" y1="{y}" x2="{x(tick):.1f}" y2="{y + body}" stroke="#ddd"/>')
+        for i, r in enumerate(rows):
+            cy = y + row_h * i + row_h / 2
+            colour = "#888" if r["reported"] else "#1f5fa8"
+            out.append(f'<text x="{left - 8}" y="{cy + 4:.1f}" text-anchor="end" fill="{colour}">{escape(r["label"])}</text>')
+            if r["reported"]:
+                cx = x(r["accuracy"])
+                out.append(f'<polygon points="{cx:.1f},{cy - 5:.1f} {cx + 5:.1f},{cy:.1f} {cx:.1f},{cy + 5:.1f} {cx - 5:.1f},{cy:.1f}" fill="white" stroke="{colour}"/>')
+            else:
+                out.append(f'<line x1="{x(r["low"]):.1f}" y1="{cy:.1f}" x2="{x(r["high"]):.1f}" y2="{cy:.1f}" stroke="{colour}" stroke-width="2"/>')
+                out.append(f'<circle cx="{x(r["accuracy"]):.1f}" cy="{cy:.1f}" r="4" fill="{colour}"/>')
+            out.append(f'<text x="{width - 4}" y="{cy + 4:.1f}" text-anchor="end" fill="{colour}" font-size="10">{r["accuracy"]:.1f}</text>')
+        y += body
+    for tick in range(0, 101, 10):
+        out.append(f'<text x="{x(tick):.1f}" y="{y + 16}" text-anchor="middle">{tick}</text>')
+    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{y + 36}" text-anchor="middle">accuracy (%)</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _matplotlib():
+    """matplotlib's Figure and Agg canvas (no pyplot: no global state), or an error that says how to get them."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise HarnessError("a PNG picture needs matplotlib, which is not installed", fix="pip install matplotlib, or ask for an SVG (--plot FILE.svg), which needs nothing") from None
+    return Figure, FigureCanvasAgg
+
+
+def png(board: dict) -> bytes:
+    """The picture as PNG bytes, drawn with matplotlib (imported here, so nothing else needs it)."""
+    Figure, FigureCanvasAgg = _matplotlib()
+    panels = _plot_rows(board)
+    heights = [max(1, len(rows)) + 1 for _, rows in panels]
+    fig = Figure(figsize=(8, 0.3 * sum(heights) + 1))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(panels), 1, sharex=True, gridspec_kw={"height_ratios": heights}, squeeze=False)[:, 0]
+    for ax, (title, rows) in zip(axes, panels):
+        for i, r in enumerate(rows):
+            if r["reported"]:
+                ax.plot(r["accuracy"], i, marker="D", mfc="white", mec="grey", ls="none")
+            else:
+                ax.errorbar(r["accuracy"], i, xerr=[[r["accuracy"] - r["low"]], [r["high"] - r["accuracy"]]], fmt="o", color="#1f5fa8", capsize=3)
+        ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
+        ax.set_ylim(max(len(rows), 1) - 0.5, -0.5)
+        ax.set_title(title, loc="left", fontsize=10)
+        ax.grid(axis="x", color="#ddd")
+    axes[-1].set_xlim(0, 100)
+    axes[-1].set_xlabel("accuracy (%): dot = mean, bar = 1.96 x std / sqrt(n); diamond = reported in a paper, not measured here")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    return buf.getvalue()
+
+
+def plot(board: dict, path: Path) -> None:
+    """Write the picture to `path`, SVG or PNG by its suffix (atomically)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".svg":
+        atomic_write_text(path, svg(board))
+    elif suffix == ".png":
+        atomic_write_bytes(path, png(board))
+    else:
+        raise HarnessError(f"cannot draw a picture as '{path.suffix or path.name}'", fix="name a .svg file (needs nothing) or a .png file (needs matplotlib)")
+
+
+def render(board: dict, fmt: str) -> str:
+    """The leaderboard as text in one of FORMATS (rich as plain text, for a file)."""
+    if fmt == "md":
+        return to_markdown(board)
+    if fmt == "csv":
+        return to_csv(board)
+    if fmt == "json":
+        return to_json(board)
+    if fmt == "rich":
+        from rich.console import Console
+
+        console = Console(record=True, width=200, file=io.StringIO())
+        console.print(to_rich(board))
+        return console.export_text()
+    raise HarnessError(f"unknown leaderboard format '{fmt}'", fix=f"use one of: {', '.join(FORMATS)}")
+
+
+def cmd_leaderboard(args) -> int:
+    """`bench.py leaderboard [--results DIR] [--format rich|md|csv|json] [--out FILE] [--plot FILE.png|svg]`."""
+    fmt = getattr(args, "format", "rich") or "rich"
+    if fmt not in FORMATS:
+        raise HarnessError(f"unknown leaderboard format '{fmt}'", fix=f"use one of: {', '.join(FORMATS)}")
+    if args.plot and Path(args.plot).suffix.lower() not in (".svg", ".png"):
+        raise HarnessError(f"cannot draw a picture as '{args.plot}'", fix="name a .svg file (needs nothing) or a .png file (needs matplotlib)")
+    if args.plot and Path(args.plot).suffix.lower() == ".png":
+        _matplotlib()  # before any output: say what is missing first
+    board = build(Path(args.results))
+    if args.out:
+        atomic_write_text(Path(args.out), render(board, fmt))
+        print(f"leaderboard written to {args.out}")
+    elif fmt == "rich":
+        from rich.console import Console
+
+        Console().print(to_rich(board))
+    else:
+        print(render(board, fmt), end="")
+    if args.plot:
+        plot(board, Path(args.plot))
+        print(f"picture written to {args.plot}")
+    return 0

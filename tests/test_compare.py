@@ -1,0 +1,197 @@
+"""Paired comparison of methods: refusals, every statistic against scipy, verdicts on noise and on real gaps."""
+import argparse
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats as sps
+
+from harness.compare import cmd_compare, compare, load_run, records_episode_set_sha256, verdict
+from harness.errors import HarnessError
+from harness.pipeline import run_method
+from methods.protonet import ProtoNet
+from test_stats import tiny_setup
+
+PROTOCOL = "tiny-5w1s"
+
+
+class NoisyProtoNet(ProtoNet):
+    """ProtoNet with a small seeded noise on its logits: a few near-ties flip, nothing else changes."""
+
+    def forward(self, support, support_labels, query, way):
+        logits = super().forward(support, support_labels, query, way)  # [E, Q, way]
+        noise = torch.randn(logits.shape, generator=torch.Generator().manual_seed(0))
+        return logits + 0.05 * logits.std() * noise
+
+
+class RandomGuess(ProtoNet):
+    """Guesses: seeded random logits that ignore the videos."""
+
+    def forward(self, support, support_labels, query, way):
+        return torch.randn(query.shape[0], query.shape[1], way, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, tiny_root):
+    """A results folder with protonet, a noisy twin, an exact twin and a random guesser on the same 200
+    episodes, plus protonet on only the first 100 episodes (another episode set)."""
+    p, s = tiny_setup(tmp_path_factory, tiny_root, PROTOCOL)
+    run_method(p, "protonet", s)
+    for name, head in [("noisy", NoisyProtoNet()), ("twin", ProtoNet()), ("guess", RandomGuess())]:
+        run_method(p, name, s, head=head)
+    run_method(p, "protonet-100", s, head=ProtoNet(), n_episodes=100)
+    return {"results": s.results, "protocol_file": Path(p.source), "protocol": p}
+
+
+def per_episode(lab, method):
+    records = load_run(lab["results"] / PROTOCOL / method).records
+    return 100 * np.array([np.mean(r["correct"]) for r in records]), np.array([r["correct"] for r in records])
+
+
+def test_methods_that_differ_only_by_noise_are_not_called_different(lab):
+    res = compare(["protonet", "noisy"], PROTOCOL, lab["results"])
+    pair = res["pairs"][0]
+    assert pair["mcnemar"]["only_a_correct"] + pair["mcnemar"]["only_b_correct"] > 0, "the noise must flip some predictions"
+    assert not pair["significant"]
+    assert res["verdict"] == [pair["verdict"]]
+    assert pair["verdict"].startswith("No significant difference between protonet and noisy at alpha 0.05 (")
+    assert pair["t_interval"]["low"] < 0 < pair["t_interval"]["high"]
+
+
+def test_a_clearly_better_method_is_called_better(lab):
+    res = compare(["guess", "protonet"], PROTOCOL, lab["results"])
+    pair = res["pairs"][0]
+    assert pair["significant"] and pair["mean_difference"] < 0
+    assert pair["verdict"].startswith("protonet is better than guess by ")
+    assert "paired t-test p" in pair["verdict"] and pair["paired_t"]["p"] < 0.05
+    assert pair["wilcoxon"]["p"] < 0.05 and pair["mcnemar"]["p"] < 0.05
+    assert pair["t_interval"]["high"] < 0 and pair["bootstrap"]["high"] < 0
+
+
+def test_every_statistic_matches_scipy_on_the_recorded_episodes(lab):
+    res = compare(["protonet", "guess"], PROTOCOL, lab["results"], n_resamples=3000, seed=5)
+    pair = res["pairs"][0]
+    a, ca = per_episode(lab, "protonet")
+    b, cb = per_episode(lab, "guess")
+    d = a - b
+    assert pair["mean_difference"] == pytest.approx(d.mean())
+    assert (pair["t_interval"]["low"], pair["t_interval"]["high"]) == pytest.approx(sps.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=sps.sem(d)))
+    ref = sps.ttest_rel(a, b)
+    assert (pair["paired_t"]["statistic"], pair["paired_t"]["p"]) == pytest.approx((ref.statistic, ref.pvalue))
+    ref = sps.wilcoxon(a, b)
+    assert (pair["wilcoxon"]["statistic"], pair["wilcoxon"]["p"]) == pytest.approx((ref.statistic, ref.pvalue))
+    only_a, only_b = int(((ca == 1) & (cb == 0)).sum()), int(((ca == 0) & (cb == 1)).sum())
+    n = only_a + only_b
+    exact = min(1.0, 2 * sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n)
+    assert (pair["mcnemar"]["only_a_correct"], pair["mcnemar"]["only_b_correct"]) == (only_a, only_b)
+    assert pair["mcnemar"]["p"] == pytest.approx(exact)
+    ref = sps.bootstrap((d,), np.mean, n_resamples=3000, method="BCa", rng=np.random.default_rng(5)).confidence_interval
+    assert (pair["bootstrap"]["low"], pair["bootstrap"]["high"]) == pytest.approx((ref.low, ref.high))
+    assert pair["video_bootstrap"]["estimate"] == pytest.approx(d.mean())
+    assert pair["a_better_episodes"] + pair["b_better_episodes"] + pair["tied_episodes"] == len(d)
+    first = res["methods"][0]
+    assert first["accuracy"] == pytest.approx(a.mean())
+    assert first["intervals"]["normal"]["half_width"] == pytest.approx(1.96 * a.std() / np.sqrt(len(a)))
+
+
+def test_identical_methods_tie_without_nan(lab):
+    res = compare(["protonet", "twin"], PROTOCOL, lab["results"])
+    pair = res["pairs"][0]
+    assert pair["mean_difference"] == 0 and pair["tied_episodes"] == 200
+    assert pair["paired_t"]["p"] == pair["wilcoxon"]["p"] == pair["mcnemar"]["p"] == 1.0
+    assert pair["verdict"].startswith("No significant difference between protonet and twin")
+    json.dumps(res, allow_nan=False)  # plain, valid JSON
+
+
+def test_many_methods_are_holm_corrected_and_ranked(lab):
+    methods = ["guess", "noisy", "protonet", "twin"]
+    res = compare(methods, PROTOCOL, lab["results"])
+    assert len(res["pairs"]) == 6
+    raw = np.array([p["paired_t"]["p"] for p in res["pairs"]])
+    # Holm by hand: k-th smallest p times (m - k), then a running maximum, capped at 1
+    order = np.argsort(raw, kind="stable")
+    expected, running = np.empty(6), 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (6 - k) * raw[i]))
+        expected[i] = running
+    assert [p["p_holm"] for p in res["pairs"]] == pytest.approx(expected)
+    assert all(p["significant"] == (p["p_holm"] < 0.05) for p in res["pairs"])
+    ranking = {r["method"]: r for r in res["ranking"]}
+    assert res["ranking"][-1]["method"] == "guess"
+    assert set(ranking["guess"]["significantly_worse_than"]) == {"noisy", "protonet", "twin"}
+    assert ranking["guess"]["possible_ranks"] == [4, 4]
+    assert "twin" in ranking["protonet"]["not_distinguished_from"] and "noisy" in ranking["protonet"]["not_distinguished_from"]
+    assert "Holm-adjusted" in res["pairs"][0]["verdict"]
+
+
+def test_the_verdict_names_tests_that_disagree():
+    pair = {"a": "A", "b": "B", "mean_difference": 0.6, "t_interval": {"low": 0.05, "high": 1.15}, "paired_t": {"p": 0.034},
+            "wilcoxon": {"p": 0.03, "p_holm": None}, "mcnemar": {"p": 0.07, "p_holm": None}}
+    assert verdict(pair, 0.05) == ("A is better than B by 0.6 points (95% CI 0.1 to 1.1; paired t-test p = 0.034), "
+                                   "though the exact McNemar test (p = 0.070) does not confirm it.")
+    pair.update(mean_difference=-0.6, t_interval={"low": -1.15, "high": -0.05})
+    assert verdict(pair, 0.05).startswith("B is better than A by 0.6 points (95% CI 0.1 to 1.1;")
+    pair["paired_t"]["p"] = 0.2
+    assert verdict(pair, 0.05).endswith("paired t-test p = 0.200), though the Wilcoxon signed-rank test (p = 0.030) finds one.")
+    assert verdict(pair, 0.01).startswith("No significant difference between A and B at alpha 0.01 (A - B = -0.6 points, 99% CI")
+
+
+def test_different_episode_sets_are_refused(lab):
+    with pytest.raises(HarnessError, match="different episode sets") as e:
+        compare(["protonet", "protonet-100"], PROTOCOL, lab["results"])
+    assert "fix:" in e.value.message
+
+
+def test_records_that_do_not_line_up_are_refused(lab, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(lab["results"] / PROTOCOL / "protonet", results / PROTOCOL / "protonet")
+    changed = results / PROTOCOL / "guess"
+    shutil.copytree(lab["results"] / PROTOCOL / "guess", changed)
+    lines = (changed / "episodes.jsonl").read_text().splitlines()
+    record = json.loads(lines[3])
+    record["support"][0], record["support"][1] = record["support"][1], record["support"][0]
+    lines[3] = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    data = ("\n".join(lines) + "\n").encode()
+    (changed / "episodes.jsonl").write_bytes(data)
+    with pytest.raises(HarnessError, match="summary.json was written for"):
+        compare(["protonet", "guess"], PROTOCOL, results)
+    summary = json.loads((changed / "summary.json").read_text())
+    summary["records_sha256"] = hashlib.sha256(data).hexdigest()
+    (changed / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(HarnessError, match="episode 3: field 'support' differs between protonet and guess"):
+        compare(["protonet", "guess"], PROTOCOL, results)
+
+
+def test_records_prove_their_episode_set(lab):
+    run = load_run(lab["results"] / PROTOCOL / "protonet")
+    assert records_episode_set_sha256(run.records) == run.summary["episode_set_sha256"]
+
+
+def test_missing_runs_and_a_changed_protocol_are_explained(lab, tmp_path):
+    with pytest.raises(HarnessError, match="no run of method 'trx'") as e:
+        compare(["protonet", "trx"], PROTOCOL, lab["results"])
+    assert "python bench.py run" in e.value.message
+    with pytest.raises(HarnessError, match="at least two methods"):
+        compare(["protonet"], PROTOCOL, lab["results"])
+    # a protocol file names the folder and must hold the content the runs used
+    assert compare(["protonet", "twin"], str(lab["protocol_file"]), lab["results"])["protocol"] == PROTOCOL
+    edited = tmp_path / f"{PROTOCOL}.yaml"
+    edited.write_text(lab["protocol_file"].read_text().replace("seed: 0", "seed: 1"))
+    with pytest.raises(HarnessError, match="another content of protocol"):
+        compare(["protonet", "twin"], str(edited), lab["results"])
+
+
+def test_command_prints_the_verdict_and_writes_json(lab, tmp_path, capsys):
+    out = tmp_path / "cmp" / "protonet-guess.json"
+    args = argparse.Namespace(methods=["protonet", "guess"], protocol=PROTOCOL, results=str(lab["results"]), alpha=0.01, json=str(out))
+    assert cmd_compare(args) == 0
+    printed = capsys.readouterr().out
+    assert "protonet is better than guess by" in printed and "99% CI" in printed
+    data = json.loads(out.read_text())
+    assert data["alpha"] == 0.01 and data["episode_set_sha256"] == load_run(lab["results"] / PROTOCOL / "guess").summary["episode_set_sha256"]
+    assert not list(out.parent.glob(".*.tmp")), "written atomically, nothing left beside it"

@@ -1,0 +1,163 @@
+"""The leaderboard: cells with provenance, best per protocol, mixed episode sets flagged, reported numbers apart."""
+import argparse
+import csv
+import io
+import json
+import shutil
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from harness import leaderboard
+from harness.errors import HarnessError
+from harness.pipeline import Settings, run_method
+from harness.reported import REPORTED, reported_for
+from methods.protonet import ProtoNet
+from test_stats import tiny_setup
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, tiny_root):
+    """protonet and its cosine variant on tiny-5w1s (200 episodes), protonet on tiny-5w5s (100 episodes)."""
+    p1, s = tiny_setup(tmp_path_factory, tiny_root, "tiny-5w1s")
+    run_method(p1, "protonet", s)
+    run_method(p1, "protonet-cosine", s, head=ProtoNet(metric="cosine"))
+    p5, s5 = tiny_setup(tmp_path_factory, tiny_root, "tiny-5w5s", shot=5, episodes=100)
+    run_method(p5, "protonet", Settings(home=s5.home, results=s.results, show_progress=False))
+    return s.results
+
+
+def content(dataset: str, way: int = 5, shot: int = 5, files=("trainlist03.txt", "vallist03.txt", "testlist03.txt"), part: str = "test") -> dict:
+    return {"dataset": {"name": dataset, "part": part, "splits": dict(zip(("train", "val", "test"), files))}, "way": way, "shot": shot}
+
+
+def fake_benchmark_run(results, source_folder, protocol: str, protocol_content: dict):
+    """A copy of a real run filed under a real-benchmark protocol (only the names change)."""
+    folder = results / protocol / "protonet"
+    shutil.copytree(source_folder, folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    summary.update(protocol=protocol, protocol_content=protocol_content)
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_cells_carry_accuracy_interval_best_and_provenance(results):
+    board = leaderboard.build(results)
+    assert [c["name"] for c in board["protocols"]] == ["tiny-5w1s", "tiny-5w5s"]
+    cells = {(m["method"], m["protocol"]): m for m in board["measured"]}
+    assert set(cells) == {("protonet", "tiny-5w1s"), ("protonet-cosine", "tiny-5w1s"), ("protonet", "tiny-5w5s")}
+    one_shot = [cells[("protonet", "tiny-5w1s")], cells[("protonet-cosine", "tiny-5w1s")]]
+    best = max(one_shot, key=lambda m: m["accuracy"])
+    assert best["best"] and sum(m["best"] for m in one_shot) == 1
+    assert not cells[("protonet", "tiny-5w5s")]["best"], "a protocol with one method has no best"
+    for m in board["measured"]:
+        summary = json.loads((results / m["protocol"] / m["method"] / "summary.json").read_text())
+        assert m["accuracy"] == summary["accuracy"] and m["ci95"] == summary["ci95"] and m["n_episodes"] == summary["n_episodes"]
+        assert m["episode_set_sha256"] == summary["episode_set_sha256"] and m["protocol_sha256"] == summary["protocol_sha256"]
+        assert m["backbone_weights_sha256"] == summary["backbone"]["weights_sha256"] and m["records_sha256"] == summary["records_sha256"]
+        assert m["harness_version"] and m["records_verified"] is True and not m["mixed_episode_sets"]
+    assert board["reported"] == [], "the synthetic benchmark has no published numbers"
+
+
+def test_text_formats_hold_the_footer_and_the_sidecar_fields(results):
+    board = leaderboard.build(results)
+    md = leaderboard.to_markdown(board)
+    assert "| method | tiny-5w1s (5-way 1-shot), n=200 | tiny-5w5s (5-way 5-shot), n=100 |" in md
+    for m in board["measured"]:
+        assert f"[{m['ref']}] {m['method']} on {m['protocol']}: n={m['n_episodes']}, protocol {m['protocol_sha256'][:12]}, episode set {m['episode_set_sha256'][:12]}" in md
+        assert f"weights {m['backbone_weights_sha256'][:12]}" in md
+    assert " *" in md and "Reported in papers" not in md
+    rows = list(csv.DictReader(io.StringIO(leaderboard.to_csv(board))))
+    assert len(rows) == 3 and {r["kind"] for r in rows} == {"measured"}
+    for r in rows:
+        for field in ("protocol_sha256", "episode_set_sha256", "backbone_weights_sha256", "records_sha256", "harness_version", "torch_version"):
+            assert r[field], field
+    assert json.loads(leaderboard.to_json(board))["measured"] == json.loads(json.dumps(board["measured"]))
+    text = leaderboard.render(board, "rich")
+    assert "measured here" in text and "protonet-cosine" in text and "[3]" in text
+
+
+def test_results_on_different_episode_sets_are_flagged(results, tmp_path, tiny_root, tmp_path_factory):
+    mixed = tmp_path / "results"
+    shutil.copytree(results, mixed)
+    p, s = tiny_setup(tmp_path_factory, tiny_root, "tiny-5w1s")
+    run_method(p, "protonet-short", Settings(home=s.home, results=mixed, show_progress=False), head=ProtoNet(), n_episodes=50)
+    board = leaderboard.build(mixed)
+    column = next(c for c in board["protocols"] if c["name"] == "tiny-5w1s")
+    assert column["mixed"] and len(column["sets"]) == 2
+    cells = {m["method"]: m for m in board["measured"] if m["protocol"] == "tiny-5w1s"}
+    assert cells["protonet"]["episode_set"] == cells["protonet-cosine"]["episode_set"] == "a" and cells["protonet-short"]["episode_set"] == "b"
+    assert not cells["protonet-short"]["best"], "the best is marked within an episode set, never across"
+    md = leaderboard.to_markdown(board)
+    assert "WARNING: protocol tiny-5w1s holds results on 2 different episode sets" in md and "(set b)" in md
+    assert "n=50/200" in md
+
+
+def test_published_numbers_match_dataset_split_way_and_shot():
+    names = lambda rs: sorted((r.method, r.accuracy) for r in rs)  # noqa: E731
+    assert names(reported_for("hmdb-arn-5w5s", content("hmdb51"))) == [("ARN", 60.6), ("TRX", 75.6)]
+    assert names(reported_for("ucf-5w5s", content("UCF-101"))) == [("ARN", 83.1), ("TRX", 96.1)]
+    assert names(reported_for("ucf101-5w1s", content("ucf101", shot=1))) == [("STAF", 91.6)]
+    assert names(reported_for("hmdb-5w1s", content("hmdb51", shot=1))) == [("STAF", 69.5)]
+    otam = content("ssv2", files=("trainlist07.txt", "vallist07.txt", "testlist07.txt"))
+    assert names(reported_for("ssv2-full-5w5s", otam)) == [("OTAM", 52.3), ("TRX", 64.6)]
+    assert names(reported_for("ssv2-cmn-5w5s", content("ssv2"))) == [], "STRM's SSv2 numbers are on the OTAM split"
+    assert names(reported_for("ssv2-cmn-5w1s", content("something-something-v2", shot=1))) == [("STAF", 60.7)]
+    assert names(reported_for("kinetics-cmn-5w5s", content("kinetics100"))) == [("ARN", 82.4), ("CMN-J", 78.9), ("OTAM", 85.8), ("TRX", 85.9)]
+    assert reported_for("synthetic-5w1s", content("synthetic", shot=1)) == []
+    assert reported_for("hmdb-arn-5w5s", content("hmdb51", part="val")) == [], "published numbers are test numbers"
+    assert reported_for("hmdb-arn-10w5s", content("hmdb51", way=10)) == []
+    assert all(r.source for r in REPORTED) and len(REPORTED) == 13
+
+
+def test_reported_numbers_stay_in_a_section_of_their_own(results, tmp_path):
+    real = tmp_path / "results"
+    shutil.copytree(results, real)
+    fake_benchmark_run(real, results / "tiny-5w1s" / "protonet", "hmdb-arn-5w5s", content("hmdb51"))
+    board = leaderboard.build(real)
+    assert {(r["method"], r["protocol"]) for r in board["reported"]} == {("ARN", "hmdb-arn-5w5s"), ("TRX", "hmdb-arn-5w5s")}
+    assert all(m["kind"] == "measured" for m in board["measured"]) and all(r["kind"] == "reported" for r in board["reported"])
+    md = leaderboard.to_markdown(board)
+    measured_part, reported_part = md.split("## Reported in papers")
+    assert "75.6" not in measured_part and "| TRX | 75.6 | STRM (Thatipelli et al., CVPR 2022), Table 1 |" in reported_part
+    rows = list(csv.DictReader(io.StringIO(leaderboard.to_csv(board))))
+    reported = [r for r in rows if r["kind"] == "reported"]
+    assert len(reported) == 2 and all(r["source"] and not r["records_sha256"] for r in reported)
+    assert "reported in papers (NOT measured here" in leaderboard.render(board, "rich")
+
+
+def test_svg_picture_needs_nothing_and_png_asks_for_matplotlib(results, tmp_path, monkeypatch):
+    board = leaderboard.build(results)
+    out = tmp_path / "pics" / "board.svg"
+    leaderboard.plot(board, out)
+    root = ET.fromstring(out.read_text())
+    labels = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "protonet-cosine" in labels and any(l and l.startswith("tiny-5w1s") for l in labels)
+    assert len(list(root.iter("{http://www.w3.org/2000/svg}circle"))) == 3
+    assert [p.name for p in out.parent.iterdir()] == ["board.svg"], "written atomically"
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if it were not installed
+    with pytest.raises(HarnessError, match="pip install matplotlib"):
+        leaderboard.plot(board, tmp_path / "board.png")
+    assert leaderboard.to_markdown(board), "the tables never need matplotlib"
+    with pytest.raises(HarnessError, match="name a .svg file"):
+        leaderboard.plot(board, tmp_path / "board.pdf")
+
+
+def test_png_picture_when_matplotlib_is_installed(results, tmp_path):
+    pytest.importorskip("matplotlib")
+    leaderboard.plot(leaderboard.build(results), tmp_path / "board.png")
+    assert (tmp_path / "board.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_command_writes_files_and_explains_bad_input(results, tmp_path, capsys):
+    args = argparse.Namespace(results=str(results), format="csv", out=str(tmp_path / "board.csv"), plot=str(tmp_path / "board.svg"))
+    assert leaderboard.cmd_leaderboard(args) == 0
+    assert (tmp_path / "board.csv").read_text().startswith("kind,method,protocol,accuracy")
+    assert (tmp_path / "board.svg").read_text().startswith("<svg")
+    assert leaderboard.cmd_leaderboard(argparse.Namespace(results=str(results), format="md", out=None, plot=None)) == 0
+    assert "## Measured here" in capsys.readouterr().out
+    with pytest.raises(HarnessError, match="does not exist"):
+        leaderboard.build(tmp_path / "nowhere")
+    with pytest.raises(HarnessError, match="no finished runs"):
+        leaderboard.build(tmp_path)
