@@ -134,6 +134,28 @@ def versions() -> dict:
     return {"harness": harness.__version__, "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
 
 
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names and tensor bytes (the identity of weights that live in a checkpoint)."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode() + b"\0" + state[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def fine_tuned_backbone(p: Protocol, method: str, s: Settings, backbone: torch.nn.Module, weights_sha: str, checkpoint: Path | None) -> str:
+    """Load the backbone a checkpoint fine-tuned, if it holds one; return the SHA-256 of the weights in use."""
+    path = checkpoint or checkpoint_dir(s.home, p.name, method) / "best.pt"
+    if not (methods.get(method).trainable or checkpoint) or not path.is_file():
+        return weights_sha
+    state = load_checkpoint(path)
+    if "backbone_state" not in state:
+        return weights_sha
+    if state["backbone"].get("base_weights_sha256") != weights_sha:
+        raise HarnessError(f"checkpoint {path} fine-tuned other backbone weights than the protocol's", fix=f"retrain it: python bench.py train --protocol {p.source} --method {method}")
+    backbone.load_state_dict(state["backbone_state"])
+    return state["backbone"]["weights_sha256"]
+
+
 def head_for(p: Protocol, method: str, s: Settings, feature_shape: tuple, weights_sha: str, checkpoint: Path | None = None) -> tuple[torch.nn.Module, str | None]:
     """The head to evaluate, and the SHA-256 of its checkpoint (None for a head without parameters)."""
     cls = methods.get(method)
@@ -171,6 +193,7 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
     index = load_index(p, s, p.dataset.part)
     episodes = EpisodeSet(index, p.way, p.shot, p.query_per_class, n_episodes or p.episodes, p.seed, protocol=p)
     backbone, weights_sha, _ = backbone_for(p, s)
+    weights_sha = fine_tuned_backbone(p, method, s, backbone, weights_sha, checkpoint) if head is None else weights_sha
     t = time.perf_counter()
     maps, store, extracted = features_for(p, s, index, backbone, weights_sha)
     timings["features_s"] = time.perf_counter() - t

@@ -22,7 +22,8 @@ from harness.episodes import EpisodeSet
 from harness.errors import HarnessError
 from harness.evaluate import embed_pool, evaluate
 from harness.files import atomic_write_json, atomic_write_text
-from harness.pipeline import Settings, backbone_for, features_for, load_index
+from harness.data.clips import augment, jittered_indices, load_clip, read_frames
+from harness.pipeline import Settings, backbone_for, features_for, load_index, state_sha256
 from harness.protocol import Protocol
 from harness.results import record_line
 from methods import feature_view
@@ -69,21 +70,37 @@ def _val_accuracy(head, val_maps: torch.Tensor, val_episodes: EpisodeSet, s: Set
     return 100.0 * float(np.mean([r["accuracy"] for r in records]))
 
 
+@torch.inference_mode()
+def _embed_clips(backbone, videos, p: Protocol, s: Settings, batch: int = 32) -> torch.Tensor:
+    """Maps of videos with test-time preprocessing, in memory: val features of a backbone being fine-tuned."""
+    backbone.eval()
+    maps = [backbone(torch.stack([load_clip(v, p.frames) for v in videos[i : i + batch]]).to(s.device)).float().cpu() for i in range(0, len(videos), batch)]
+    return torch.cat(maps)
+
+
+def _backbone_payload(backbone, name: str, base_sha: str) -> dict:
+    """What a checkpoint of a fine-tuned backbone carries: its weights, their hash, and the weights it began from."""
+    state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
+    return {"backbone_state": state, "backbone": {"name": name, "weights_sha256": state_sha256(state), "base_weights_sha256": base_sha}}
+
+
 def train(p: Protocol, method: str, s: Settings, resume: bool = False, out: Path | None = None) -> dict:
     """Train `method` under protocol `p`; return the training summary (what was selected, on what)."""
     head_cls = methods.get(method)
     if not getattr(head_cls, "trainable", False):
         raise HarnessError(f"method '{method}' has nothing to train", fix=f"evaluate it directly: python bench.py run --protocol {p.source} --method {method}")
-    if p.train.finetune_backbone:
-        raise HarnessError("fine-tuning the backbone is not available in this version", where=p.where("train.finetune_backbone"), fix="train on cached features (the default): remove train.finetune_backbone")
     t = resolve_train_settings(p, head_cls)
     out = out or checkpoint_dir(s.home, p.name, method)
     started = time.perf_counter()
 
+    finetune = t["finetune_backbone"]
     backbone, weights_sha, _ = backbone_for(p, s, pretrain_if_missing=True)
     train_index, val_index = load_index(p, s, "train"), load_index(p, s, "val")
-    train_maps, _, _ = features_for(p, s, train_index, backbone, weights_sha)
-    val_maps, _, _ = features_for(p, s, val_index, backbone, weights_sha)
+    if finetune:  # maps come from clips at every step; the cached ones give only the shapes
+        train_maps = val_maps = _embed_clips(backbone, val_index.videos[:1], p, s)
+    else:
+        train_maps, _, _ = features_for(p, s, train_index, backbone, weights_sha)
+        val_maps, _, _ = features_for(p, s, val_index, backbone, weights_sha)
     train_episodes = EpisodeSet(train_index, p.way, p.shot, t["query_per_class"], t["steps"] * t["tasks_per_batch"], t["seed"], protocol=p)
     val_episodes = EpisodeSet(val_index, p.way, p.shot, p.query_per_class, t["val_episodes"], t["val_seed"], protocol=p)
 
@@ -93,10 +110,23 @@ def train(p: Protocol, method: str, s: Settings, resume: bool = False, out: Path
         head = methods.create(method, context=context, **p.methods.get(method, {})).to(s.device)
     except TypeError as e:
         raise HarnessError(str(e), where=p.where(f"methods.{method}")) from None
-    opt = _optimizer(head.parameters(), t)
+    backbone.to(s.device)
+    params = list(head.parameters()) + (list(backbone.parameters()) if finetune else [])
+    opt = _optimizer(params, t)
     sched = _schedule(opt, t)
     # the view once: the heads read it at every step, and the train pool fits in memory at these sizes
-    train_view = feature_view(train_maps.float(), head.view)
+    train_view = None if finetune else feature_view(train_maps.float(), head.view)
+
+    def videos_view(positions: np.ndarray) -> torch.Tensor:
+        """The head's view of the given train videos: cached, or from augmented clips through the backbone."""
+        if not finetune:
+            return train_view[torch.from_numpy(positions)].to(s.device)
+        clips = torch.stack([
+            augment(read_frames(v, jittered_indices(v.n_frames, p.frames.count, t["jitter"], rng)), p.frames, t["crop"], t["flip"], rng)
+            for v, rng in ((train_index.videos[i], np.random.default_rng([t["seed"], step, int(i)])) for i in positions)
+        ])
+        backbone.train()
+        return feature_view(backbone(clips.to(s.device)), head.view)
 
     step, best, history = 0, {"val_accuracy": -1.0, "step": 0}, []
     last_path = out / "last.pt"
@@ -105,6 +135,8 @@ def train(p: Protocol, method: str, s: Settings, resume: bool = False, out: Path
         if state["protocol_sha256"] != p.sha256 or state["method"] != method:
             raise HarnessError(f"{last_path} was written for another protocol or method", fix="train without --resume to start again, or pass the protocol it was trained with")
         head.load_state_dict(state["state_dict"])
+        if finetune:
+            backbone.load_state_dict(state["backbone_state"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["schedule"])
         torch.set_rng_state(state["rng"])
@@ -129,8 +161,8 @@ def train(p: Protocol, method: str, s: Settings, resume: bool = False, out: Path
             for start in range(0, len(ids), MICRO_BATCH):
                 b = train_episodes.batch(ids[start : start + MICRO_BATCH])
                 e = len(b.ids)
-                support = head.embed(train_view[torch.from_numpy(b.support.ravel())].to(s.device))
-                query = head.embed(train_view[torch.from_numpy(b.query.ravel())].to(s.device))
+                support = head.embed(videos_view(b.support.ravel()))
+                query = head.embed(videos_view(b.query.ravel()))
                 loss = head.loss(
                     support.reshape(e, -1, *support.shape[1:]),
                     torch.from_numpy(b.support_labels).to(s.device),
@@ -149,12 +181,15 @@ def train(p: Protocol, method: str, s: Settings, resume: bool = False, out: Path
             advance(1)
             entry = {"step": step, "loss": loss_sum / len(ids), "lr": sched.get_last_lr()[0]}
             if step % t["val_every"] == 0 or step == t["steps"]:
+                if finetune:
+                    val_maps = _embed_clips(backbone, val_index.videos, p, s)
                 entry["val_accuracy"] = _val_accuracy(head, val_maps, val_episodes, s)
+                tuned = _backbone_payload(backbone, p.backbone.name, weights_sha) if finetune else {}
                 if entry["val_accuracy"] > best["val_accuracy"]:
                     best = {"val_accuracy": entry["val_accuracy"], "step": step}
-                    save_checkpoint(out / "best.pt", {**common, "state_dict": head.state_dict(), "step": step, "val_accuracy": entry["val_accuracy"]})
+                    save_checkpoint(out / "best.pt", {**common, **tuned, "state_dict": head.state_dict(), "step": step, "val_accuracy": entry["val_accuracy"]})
                 history.append(entry)
-                save_checkpoint(last_path, {**common, "state_dict": head.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(), "rng": torch.get_rng_state(), "step": step, "best": best, "history": history})
+                save_checkpoint(last_path, {**common, **tuned, "state_dict": head.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(), "rng": torch.get_rng_state(), "step": step, "best": best, "history": history})
                 atomic_write_text(out / "train_log.jsonl", "".join(record_line(h) for h in history))
                 log(f"{method} step {step}/{t['steps']}: loss {entry['loss']:.4f}, val accuracy {entry['val_accuracy']:.2f}% (best {best['val_accuracy']:.2f}% at step {best['step']})")
             else:

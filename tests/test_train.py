@@ -105,3 +105,27 @@ def test_run_without_a_checkpoint_says_how_to_train(write_protocol, home, tmp_pa
 def test_protonet_has_nothing_to_train(write_protocol, home):
     with pytest.raises(HarnessError, match="nothing to train"):
         train(load_protocol(write_protocol()), "protonet", settings(home))
+
+
+def test_fine_tuning_the_backbone_changes_it_and_run_uses_the_tuned_weights(write_protocol, home, tmp_path):
+    extra = "train: {finetune_backbone: true, steps: 2, tasks_per_batch: 2, val_every: 2, val_episodes: 10, crop: random, flip: true, jitter: 2}\n"
+    p = load_protocol(write_protocol(name="tuned", extra=extra))
+    summary = train(p, "test-linear-proto", settings(home))
+    best = load_checkpoint(home / "checkpoints/tuned/test-linear-proto/best.pt")
+    assert best["backbone"]["weights_sha256"] != best["backbone"]["base_weights_sha256"]
+    assert summary["selected_step"] == 2
+    result = run_method(p, "test-linear-proto", settings(home, tmp_path))
+    assert result["backbone"]["weights_sha256"] == best["backbone"]["weights_sha256"]
+    assert result["videos_embedded_this_run"] == 42, "the tuned backbone's features are new, not the cached ones"
+
+
+def test_train_time_sampling_stays_inside_the_video():
+    import numpy as np
+
+    from harness.data.clips import jittered_indices
+
+    rng = np.random.default_rng(0)
+    for n in (16, 17, 40, 300):
+        for _ in range(50):
+            idx = jittered_indices(n, 16, 5, rng)
+            assert idx.min() >= 0 and idx.max() <= n - 1 and (np.diff(idx) >= 0).all() and len(idx) == 16

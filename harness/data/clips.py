@@ -36,7 +36,35 @@ def read_frames(video: Video, indices: np.ndarray) -> torch.Tensor:
 def preprocess(frames: torch.Tensor, spec: FramesSpec) -> torch.Tensor:
     """uint8 [T, 3, H, W] -> float [3, T, crop, crop]: short side to `resize`, centre crop, scale to [0, 1], normalise."""
     x = TF.resize(frames, [spec.resize], antialias=True)
-    x = TF.center_crop(x, [spec.crop, spec.crop])
+    return _normalise(TF.center_crop(x, [spec.crop, spec.crop]), spec)
+
+
+def jittered_indices(n_frames: int, count: int, jitter: int, rng: np.random.Generator) -> np.ndarray:
+    """Train-time sampling of the references: evenly spaced over the video, its start and end each moved by
+    up to min(jitter, (n - count) / 2) frames."""
+    room = int(min(jitter, max(n_frames - count, 0) // 2))
+    start = rng.integers(0, room + 1)
+    end = n_frames - 1 - rng.integers(0, room + 1)
+    return np.linspace(start, end, count).round().astype(np.int64)
+
+
+def augment(frames: torch.Tensor, spec: FramesSpec, crop: str, flip: bool, rng: np.random.Generator) -> torch.Tensor:
+    """Train-time preprocessing: uint8 [T, 3, H, W] -> float [3, T, crop, crop] with a random (or centre)
+    crop and, if asked, a horizontal flip of the whole clip."""
+    x = TF.resize(frames, [spec.resize], antialias=True)
+    if crop == "random":
+        top = int(rng.integers(0, x.shape[-2] - spec.crop + 1))
+        left = int(rng.integers(0, x.shape[-1] - spec.crop + 1))
+        x = x[..., top : top + spec.crop, left : left + spec.crop]
+    else:
+        x = TF.center_crop(x, [spec.crop, spec.crop])
+    if flip and rng.random() < 0.5:
+        x = x.flip(-1)
+    return _normalise(x, spec)
+
+
+def _normalise(x: torch.Tensor, spec: FramesSpec) -> torch.Tensor:
+    """uint8 [T, 3, h, w] -> float [3, T, h, w] in [0, 1], then (x - mean) / std."""
     x = x.float().div_(255.0)
     mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
     std = torch.tensor(spec.std).view(1, 3, 1, 1)
