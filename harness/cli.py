@@ -21,6 +21,7 @@ def _settings(args):
         workers=args.workers,
         batch_episodes=args.batch_episodes,
         show_progress=False if args.quiet else None,
+        recompute=args.recompute,
     )
 
 
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for decoding clips (default: 0)")
     common.add_argument("--batch-episodes", type=int, default=1000, help="episodes scored per batch; never changes a prediction")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_argument("--recompute", action="store_true", help="score episodes again even when the same run's results exist")
 
     parser = argparse.ArgumentParser(prog="bench.py", description="Few-shot video classification benchmark harness. With no command: the quickstart.", parents=[common])
     parser.add_argument("--episodes", type=int, default=None, help="episodes per protocol in the quickstart (default: the protocols' 10000)")

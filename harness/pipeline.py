@@ -43,6 +43,8 @@ class Settings:
     extract_batch: int = 16
     batch_episodes: int = 1000
     show_progress: bool | None = None
+    #: score episodes again even when the results of the very same run are on disk
+    recompute: bool = False
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -206,6 +208,10 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
         canonical_json({"protocol": p.sha256, "episodes": episodes.sha256, "method": method, "config": method_config, "checkpoint": checkpoint_sha256, "weights": weights_sha}).encode()
     ).hexdigest()[:16]
     folder = RunFolder(s.results, p.name, method, fingerprint)
+    finished = folder.finished_run(fingerprint)
+    if finished is not None and not s.recompute:
+        log(f"{method} on {p.name}: results of this very run are already there (use --recompute to score again)")
+        return {**finished, "records_path": str(folder.dir / "episodes.jsonl")}
     done = {start: folder.read_chunk(path) for start, path in folder.finished_chunks().items()}
 
     t = time.perf_counter()
@@ -220,6 +226,7 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
     per_episode = np.array([r["accuracy"] for r in records])
     summary = {
         "method": method,
+        "run_fingerprint": fingerprint,
         "method_config": method_config,
         "checkpoint_sha256": checkpoint_sha256,
         "protocol": p.name,

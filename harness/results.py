@@ -38,6 +38,21 @@ class RunFolder:
     def read_chunk(self, path: Path) -> list[dict]:
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
+    def finished_run(self, fingerprint: str) -> dict | None:
+        """The summary of a finished run with this fingerprint, if its records are intact."""
+        summary_path, records_path = self.dir / "summary.json", self.dir / "episodes.jsonl"
+        if not (summary_path.is_file() and records_path.is_file()):
+            return None
+        try:
+            summary = read_summary(summary_path)
+        except (OSError, ValueError):
+            return None
+        if summary.get("run_fingerprint") != fingerprint:
+            return None
+        if hashlib.sha256(records_path.read_bytes()).hexdigest() != summary.get("records_sha256"):
+            return None  # damaged or edited records: score again
+        return summary
+
     def finish(self, records: list[dict], summary: dict) -> str:
         """Write episodes.jsonl and summary.json (records first); drop the chunks. Returns the records' SHA-256."""
         data = "".join(record_line(r) for r in records).encode()

@@ -97,3 +97,21 @@ def test_missing_data_root_is_named(tmp_path, capsys):
     path.write_text("name: p\ndataset: {name: hmdb51, root: /nowhere/hmdb51}\nbackbone: {name: tiny3d, weights: /nowhere/w.pt}\n")
     assert main(["run", "--protocol", str(path), "--method", "protonet", "--home", str(tmp_path), "--quiet"]) == 2
     assert "data root /nowhere/hmdb51 does not exist" in capsys.readouterr().err
+
+
+def test_a_finished_run_is_not_scored_again_unless_its_records_are_damaged(protocol, home, tmp_path, monkeypatch):
+    import harness.pipeline as pipeline
+
+    first = run_method(protocol, "protonet", settings(home, tmp_path))
+    calls = []
+    real = pipeline.evaluate
+    monkeypatch.setattr(pipeline, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = run_method(protocol, "protonet", settings(home, tmp_path))
+    assert calls == [] and again["records_sha256"] == first["records_sha256"]
+
+    records = tmp_path / "tiny-5w1s/protonet/episodes.jsonl"
+    records.write_bytes(records.read_bytes()[:-10])  # a damaged file is never served
+    repaired = run_method(protocol, "protonet", settings(home, tmp_path))
+    assert calls == [1] and repaired["records_sha256"] == first["records_sha256"]
+    run_method(protocol, "protonet", settings(home, tmp_path, recompute=True))
+    assert calls == [1, 1]
