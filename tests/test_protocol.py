@@ -84,3 +84,22 @@ def test_unknown_protocol_name_lists_the_shipped_ones():
     with pytest.raises(HarnessError) as err:
         find_protocol("synthetic-5w9s")
     assert "synthetic-5w1s" in err.value.message
+
+
+def test_every_shipped_protocol_loads_and_the_published_ones_name_their_split_files():
+    from harness.data.manifests import load_manifests
+
+    manifests = load_manifests()
+    for name in list_protocols():
+        p = load_protocol(find_protocol(name))
+        assert p.name == name and p.episodes == 10_000 and p.way == 5 and p.query_per_class == 1
+        if p.dataset.name == "synthetic":
+            continue
+        split = Path(p.dataset.split_dir).name
+        parts = manifests[split].parts
+        listed = {"train": p.dataset.splits.train, "val": p.dataset.splits.val, "test": p.dataset.splits.test}
+        assert listed == {part: parts[part].file for part in listed}, name
+        if name.endswith("-resnet50"):
+            assert (p.backbone.name, p.frames.count, p.frames.crop) == ("resnet50", 8, 224)
+        else:
+            assert (p.backbone.name, p.frames.count, p.frames.crop, p.frames.mean) == ("r3d50", 16, 224, (0.0, 0.0, 0.0))
