@@ -11,13 +11,14 @@ from harness.errors import HarnessError
 
 
 def _settings(args):
+    from harness.distributed import device_for_rank
     from harness.pipeline import Settings, pick_device
     from harness.protocol import data_home
 
     return Settings(
         home=data_home(args.home),
         results=Path(args.results).absolute(),
-        device=pick_device(args.device),
+        device=device_for_rank(pick_device(args.device)),
         workers=args.workers,
         batch_episodes=args.batch_episodes,
         show_progress=False if args.quiet else None,
@@ -68,7 +69,9 @@ def cmd_run(args) -> int:
         raise HarnessError("--checkpoint names one method's checkpoint, but several --method were given", fix="run one method at a time with --checkpoint")
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
     summaries = [run_method(p, m, settings, n_episodes=args.episodes, checkpoint=checkpoint) for m in args.method]
-    print_summaries(summaries)
+    summaries = [x for x in summaries if x]  # under torchrun only rank 0 holds the merged results
+    if summaries:
+        print_summaries(summaries)
     return 0
 
 
@@ -202,3 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished chunks are kept; the same command resumes", file=sys.stderr)
         return 130
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()

@@ -55,12 +55,16 @@ def evaluate(
     done: dict[int, list[dict]] | None = None,
     on_chunk: Callable[[int, list[dict]], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    only: set[int] | None = None,
 ) -> list[dict]:
     """All episodes' records in order. Chunks start at multiples of `batch_episodes`; those in `done`
-    (from a run that was stopped) are reused, each new one is handed to `on_chunk` as it finishes."""
+    (from a run that was stopped) are reused, each new one is handed to `on_chunk` as it finishes.
+    With `only`, just the chunks starting there are scored (one process's share of a distributed run)."""
     done = done or {}
     records: list[dict] = []
     for start in range(0, len(episodes), batch_episodes):
+        if only is not None and start not in only:
+            continue
         ids = np.arange(start, min(start + batch_episodes, len(episodes)))
         chunk = done.get(start)
         if chunk is None or [r["episode"] for r in chunk] != ids.tolist():

@@ -14,6 +14,7 @@ import torch
 
 import harness
 import methods
+from harness import distributed
 from harness.backbones import create_backbone, load_weights, sha256_file
 from harness.checkpoints import checkpoint_dir, load_checkpoint
 from harness.console import log, progress_bar
@@ -122,14 +123,21 @@ def backbone_for(p: Protocol, s: Settings, pretrain_if_missing: bool = False) ->
 def features_for(p: Protocol, s: Settings, index: VideoIndex, backbone: torch.nn.Module, weights_sha: str) -> tuple[torch.Tensor, FeatureStore, int]:
     """Backbone maps [N, C, T', H', W'] of every video of the index; extracts only what is missing."""
     store = FeatureStore(s.home, p.backbone.name, weights_sha, p.frames)
-    missing = len(store.missing(index.videos))
-    if missing:
+    rank, size = distributed.world()
+    todo = store.missing(index.videos)[rank::size]  # each process embeds its share; one process: all
+    if todo:
         started = time.perf_counter()
-        with progress_bar(f"embedding {index.part} videos", missing, s.show_progress) as advance:
-            store.extract(index.videos, backbone, s.device, s.extract_batch, s.workers, progress=advance)
+        with progress_bar(f"embedding {index.part} videos", len(todo), s.show_progress) as advance:
+            store.extract(todo, backbone, s.device, s.extract_batch, s.workers, progress=advance)
         seconds = time.perf_counter() - started
-        log(f"embedded {missing} {index.part} videos in {seconds:.1f} s ({missing / max(seconds, 1e-9):.1f} clips/s)")
-    return store.load(index.videos), store, missing
+        log(f"embedded {len(todo)} {index.part} videos in {seconds:.1f} s ({len(todo) / max(seconds, 1e-9):.1f} clips/s)")
+    distributed.barrier()
+    if rank == 0:
+        maps = store.load(index.videos)  # rank 0 writes the pack; the others map it once it is there
+    distributed.barrier()
+    if rank != 0:
+        maps = store.load(index.videos)
+    return maps, store, len(todo)
 
 
 def versions() -> dict:
@@ -218,6 +226,16 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
     reps = embed_pool(head, maps, s.device)
     timings["embed_s"] = time.perf_counter() - t
     t = time.perf_counter()
+    rank, size = distributed.world()
+    if size > 1:  # each process scores its chunks; rank 0 then reads them all back and merges by index
+        starts = range(0, len(episodes), s.batch_episodes)
+        mine = {start for k, start in enumerate(starts) if k % size == rank}
+        with progress_bar(f"{method} on {p.name} (rank {rank})", len(episodes), s.show_progress) as advance:
+            evaluate(head, reps, episodes, s.batch_episodes, done=done, on_chunk=folder.write_chunk, progress=advance, only=mine)
+        distributed.barrier()
+        if rank != 0:
+            return {}
+        done = {start: folder.read_chunk(path) for start, path in folder.finished_chunks().items()}
     with progress_bar(f"{method} on {p.name}", len(episodes), s.show_progress) as advance:
         records = evaluate(head, reps, episodes, s.batch_episodes, done=done, on_chunk=folder.write_chunk, progress=advance)
     timings["heads_s"] = time.perf_counter() - t
