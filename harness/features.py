@@ -20,6 +20,7 @@ import torch
 
 from harness.data.clips import clip_loader
 from harness.data.index import Video
+from harness.errors import HarnessError
 from harness.files import atomic_save_npy, atomic_write_json
 from harness.protocol import FramesSpec, canonical_json, frames_key
 
@@ -67,6 +68,12 @@ class FeatureStore:
         for positions, clips in loader:
             maps = backbone(clips.to(device, non_blocking=True)).float().cpu().numpy()  # [B, C, T', H', W']
             for p, m in zip(positions.tolist(), maps):
+                if not np.isfinite(m).all():
+                    raise HarnessError(
+                        f"the backbone gave NaN or Inf features for video {todo[p].key}",
+                        where=str(todo[p].path),
+                        fix="check the weights file (a diverged or damaged one gives NaN) and the video's frames; nothing was cached for it",
+                    )
                 atomic_save_npy(self._video_path(todo[p]), m)
             if progress:
                 progress(len(positions))

@@ -115,3 +115,25 @@ def test_a_finished_run_is_not_scored_again_unless_its_records_are_damaged(proto
     assert calls == [1] and repaired["records_sha256"] == first["records_sha256"]
     run_method(protocol, "protonet", settings(home, tmp_path, recompute=True))
     assert calls == [1, 1]
+
+
+def test_features_with_nan_are_refused_and_not_cached(protocol, home, tmp_path):
+    import torch
+
+    from harness.data.index import build_index
+    from harness.errors import HarnessError
+    from harness.features import FeatureStore
+
+    index = build_index(Path(protocol.dataset.root), Path(protocol.dataset.root) / "testlist.txt", "test", 8)
+
+    class Broken(torch.nn.Module):
+        def forward(self, clips):  # [B, 3, T, H, W] -> a map with a NaN in the second clip
+            out = clips.mean(dim=(3, 4), keepdim=True).clone()
+            out[1:2] = float("nan")
+            return out
+
+    store = FeatureStore(tmp_path, "broken", "0" * 64, protocol.frames)
+    with pytest.raises(HarnessError, match=f"NaN or Inf features for video {index.videos[1].key}"):
+        store.extract(index.videos[:4], Broken(), torch.device("cpu"), batch_size=4)
+    missing = store.missing(index.videos[:4])
+    assert index.videos[1] in missing and index.videos[0] not in missing  # work done before it is kept
