@@ -29,7 +29,7 @@ STORE_VERSION = 1
 
 def video_entry_key(video: Video) -> str:
     stat = os.stat(video.path)
-    ident = f"{video.path.resolve()}\0{video.n_frames}\0{stat.st_mtime_ns}"
+    ident = f"{video.identity}\0{video.n_frames}\0{stat.st_mtime_ns}"  # identity: path, plus the member of a zip
     return hashlib.sha256(ident.encode()).hexdigest()[:40]
 
 

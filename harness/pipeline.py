@@ -87,6 +87,8 @@ def load_index(p: Protocol, s: Settings, part: str) -> VideoIndex:
     index = build_index(root, split_dir(p, s.home) / files[part], part, p.frames.count, p.dataset.bad_videos)
     if index.excluded:
         log(f"[yellow]{len(index.excluded)} videos of the {part} split are excluded (dataset.bad_videos: exclude); they are listed in the results[/]")
+    if index.renamed:
+        log(f"[yellow]{len(index.renamed)} videos of the {part} split were found under another name (case, '_' for spaces, or a bare Kinetics id); they are listed in the results[/]")
     return index
 
 
@@ -255,6 +257,7 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
         "n_episodes": len(records),
         "n_videos": len(index),
         "excluded_videos": index.excluded,
+        "renamed_videos": index.renamed,
         **accuracy_summary(per_episode),
         "backbone": {"name": p.backbone.name, "weights_sha256": weights_sha, "feature_store": store.key, "feature_shape": list(maps.shape[1:])},
         "versions": versions(),

@@ -1,14 +1,14 @@
-"""Clip loading: deterministic test-time frame indices, decode, resize the short side, centre crop, normalise."""
+"""Clip loading: deterministic test-time frame indices, decode (see harness.data.sources), resize the short side,
+centre crop, normalise."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset
-from torchvision.io import ImageReadMode, decode_image
 
-from harness.data.index import Video, list_frames
-from harness.errors import HarnessError
+from harness.data.index import Video
+from harness.data.sources import open_source
 from harness.protocol import FramesSpec
 
 
@@ -18,19 +18,8 @@ def uniform_indices(n_frames: int, count: int) -> np.ndarray:
 
 
 def read_frames(video: Video, indices: np.ndarray) -> torch.Tensor:
-    """uint8 [T, 3, H, W] for the given frame positions of a video folder."""
-    names = list_frames(video.path)
-    frames = []
-    for i in indices:
-        path = video.path / names[int(i)]
-        try:
-            data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-            frames.append(decode_image(data, mode=ImageReadMode.RGB))
-        except (RuntimeError, OSError) as e:
-            raise HarnessError(f"frame {path} cannot be decoded: {e}", where=f"video {video.key}", fix="re-extract the frames of this video, or set dataset.bad_videos: exclude") from None
-    if len({f.shape for f in frames}) > 1:
-        raise HarnessError(f"frames of video {video.key} differ in size", where=str(video.path), fix="re-extract the frames at one size")
-    return torch.stack(frames)
+    """uint8 [T, 3, H, W] for the given frame positions of a video (frame folder, zip member or video file)."""
+    return open_source(video).read(np.asarray(indices))
 
 
 def preprocess(frames: torch.Tensor, spec: FramesSpec) -> torch.Tensor:

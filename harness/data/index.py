@@ -1,33 +1,69 @@
 """The video index: class -> videos of one split part, each found on disk and checked before any episode.
 
 Classes and videos are sorted by name, so episodes depend on the set of videos a split lists, not on the
-order of its lines. Videos that are missing, empty or shorter than the protocol needs are reported; the
-protocol says whether they stop the run (default) or are excluded, and the exclusion is recorded.
+order of its lines. Videos that are missing, empty, shorter than the protocol needs or unreadable are
+reported; the protocol says whether they stop the run (default) or are excluded, and the exclusion is
+recorded.
+
+The data root is a folder of frame folders and/or video files, or a `.zip` of frame folders; see
+`harness.data.sources` for the rule that tells them apart.
+
+Finding a listed `<class>/<video>` on disk: the exact names first. If there is no exact match, these
+fallbacks are tried in order, and every use of one is recorded in `VideoIndex.renamed` as
+{"video": "class/video", "found_as": "class folder/video name as on disk", "rule": ...}:
+    class folder:  the same name ignoring case; the name with spaces written as `_` (ignoring case too),
+                   as Kinetics and SSv2 class folders often are on disk;
+    video:         the same name ignoring case (UCF's HandstandPushups/HandStandPushups; TRX lower-cases);
+                   for a Kinetics entry `<id>_<start>_<end>`, a folder or file named by the 11-character
+                   YouTube id alone (as TRX expects), exactly or ignoring case.
+Two candidates for one entry, or two entries found as one video, stop the index with an error naming both.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.data.sources import (  # noqa: F401  (FRAME_SUFFIXES and list_frames are imported from here too)
+    FILE,
+    FRAME_SUFFIXES,
+    FRAMES,
+    VIDEO_SUFFIXES,
+    ZIP,
+    SourceError,
+    is_video_file_name,
+    is_zip_root,
+    list_frames,
+    probe_video_file,
+    zip_tree,
+)
 from harness.data.splits import read_split_file
 from harness.errors import HarnessError
 
-FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+KINETICS_CLIP = re.compile(r"^(.{11})_\d{6}_\d{6}$")  # <YouTube id>_<start>_<end>, 6-digit seconds
 
 
 @dataclass(frozen=True)
 class Video:
     class_name: str
     video_id: str
-    path: Path  # folder of frames
+    path: Path  # frame folder, video file, or (kind "zip") the zip file itself
     n_frames: int
+    kind: str = FRAMES  # "frames", "zip" or "file"
+    member: str = ""  # kind "zip": the video folder's prefix inside the zip, e.g. "hmdb/brush_hair/clip_0/"
 
     @property
     def key(self) -> str:
         """'class/video' as the split file writes it; the video's name everywhere in the harness."""
         return f"{self.class_name}/{self.video_id}"
+
+    @property
+    def identity(self) -> str:
+        """Where the video is, unique per video: the resolved path, plus the member for a zip."""
+        resolved = str(Path(self.path).resolve())
+        return f"{resolved}\0{self.member}" if self.kind == ZIP else resolved
 
 
 @dataclass
@@ -37,6 +73,7 @@ class VideoIndex:
     videos: list[Video]  # sorted by (class, video)
     by_class: list[list[int]]  # class position -> positions in `videos`
     excluded: list[dict] = field(default_factory=list)  # {"video": "class/video", "reason": ...}
+    renamed: list[dict] = field(default_factory=list)  # {"video", "found_as", "rule"}: a fallback name was used
 
     @property
     def sha256(self) -> str:
@@ -50,38 +87,206 @@ class VideoIndex:
         return len(self.videos)
 
 
-def list_frames(folder: Path) -> list[str]:
-    """Frame file names in a video folder, sorted as strings (so zero-padding matters, as in TRX)."""
-    return sorted(n for n in os.listdir(folder) if n.lower().endswith(FRAME_SUFFIXES))
+# ------------------------------------------------------------------------------------------- catalogs
 
 
-def build_index(root: Path, split_file: Path, part: str, min_frames: int, bad_videos: str = "error") -> VideoIndex:
-    if not root.is_dir():
-        raise HarnessError(f"data root {root} does not exist", fix="set dataset.root in the protocol (or --set dataset.root=DIR) to the folder holding <class>/<video>/<frames>.jpg")
+@dataclass(frozen=True)
+class _Candidate:
+    shown: str  # name under the class folder as on disk (with the extension for a file)
+    kind: str
+    path: Path
+    member: str = ""
+
+
+class _Listing(dict):
+    """{video name: candidates} of one class folder, with {lower-cased name: candidates} as `.lower`."""
+
+    def __init__(self, names: dict[str, list[_Candidate]]):
+        super().__init__(names)
+        self.lower: dict[str, list[_Candidate]] = {}
+        for n, cands in names.items():
+            self.lower.setdefault(n.lower(), []).extend(cands)
+
+
+class _DirCatalog:
+    """Class folders of a root folder and, per class folder, its videos by name (folder name or file stem)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._videos: dict[str, _Listing] = {}
+        self.class_folders = sorted(e.name for e in os.scandir(root) if e.is_dir())
+
+    def videos(self, class_folder: str) -> _Listing:
+        if class_folder not in self._videos:
+            folder = self.root / class_folder
+            found: dict[str, list[_Candidate]] = {}
+            files: dict[str, list[_Candidate]] = {}
+            for e in sorted(os.scandir(folder), key=lambda e: e.name):
+                if e.is_dir():
+                    found[e.name] = [_Candidate(e.name, FRAMES, folder / e.name)]
+                elif is_video_file_name(e.name):
+                    files.setdefault(e.name.rsplit(".", 1)[0], []).append(_Candidate(e.name, FILE, folder / e.name))
+            for name, cands in files.items():
+                found.setdefault(name, cands)  # a frame folder wins over a video file of the same name
+            self._videos[class_folder] = _Listing(found)
+        return self._videos[class_folder]
+
+
+class _ZipCatalog:
+    def __init__(self, root: Path):
+        self.root = root
+        self.tree = zip_tree(root)
+        self.class_folders = sorted(self.tree.tree)
+        self._videos: dict[str, _Listing] = {}
+
+    def videos(self, class_folder: str) -> _Listing:
+        if class_folder not in self._videos:
+            self._videos[class_folder] = _Listing({
+                name: [_Candidate(name, ZIP, self.root, prefix) for prefix in prefixes]
+                for name, prefixes in self.tree.tree.get(class_folder, {}).items()
+            })
+        return self._videos[class_folder]
+
+
+def _ambiguous(entry: str, what: str, names: list[str], where: str) -> HarnessError:
+    return HarnessError(
+        f"'{entry}' matches more than one {what}: " + " and ".join(f"'{n}'" for n in names),
+        where=where,
+        fix="rename or remove one of them so each listed video has one match",
+    )
+
+
+def _match_class(catalog, class_name: str, where: str) -> tuple[str | None, str | None]:
+    """(class folder, fallback rule or None); (None, None) when there is none."""
+    folders = catalog.class_folders
+    if class_name in folders:
+        return class_name, None
+    lower, underscored = class_name.lower(), class_name.replace(" ", "_").lower()
+    for rule, test in (("case-insensitive", lambda f: f.lower() == lower), ("spaces as _", lambda f: f.lower() == underscored)):
+        hits = [f for f in folders if test(f)]
+        if len(hits) > 1:
+            raise _ambiguous(class_name, "class folder", hits, where)
+        if hits:
+            return hits[0], rule
+    return None, None
+
+
+def _match_video(videos: _Listing, video_id: str, entry: str, where: str) -> tuple[_Candidate | None, str | None]:
+    def one(cands: list[_Candidate]) -> _Candidate:
+        if len(cands) > 1:
+            raise _ambiguous(entry, "video", [c.member or c.shown for c in cands], where)
+        return cands[0]
+
+    if video_id in videos:
+        return one(videos[video_id]), None
+    wanted = [("case-insensitive", video_id.lower())]
+    kinetics = KINETICS_CLIP.match(video_id)
+    if kinetics:
+        wanted.append(("Kinetics YouTube id", kinetics.group(1).lower()))
+    by_lower = videos.lower
+    for rule, name in wanted:
+        if rule == "Kinetics YouTube id" and kinetics.group(1) in videos:
+            return one(videos[kinetics.group(1)]), rule
+        hits = by_lower.get(name, [])
+        if hits:
+            return one(hits), rule
+    return None, None
+
+
+def _count(cand: _Candidate, catalog, decode_video_files: bool) -> int:
+    """Frames of a candidate; raises SourceError (unreadable) or OSError."""
+    if cand.kind == FRAMES:
+        return len(list_frames(cand.path))
+    if cand.kind == ZIP:
+        names = catalog.tree.frames.get(cand.member, [])
+        if names:
+            catalog.tree.check_member(names[0])
+        return len(names)
+    return probe_video_file(cand.path, decode=decode_video_files)
+
+
+# ---------------------------------------------------------------------------------------------- index
+
+
+def build_index(
+    root: Path,
+    split_file: Path,
+    part: str,
+    min_frames: int,
+    bad_videos: str = "error",
+    *,
+    decode_video_files: bool = False,
+) -> VideoIndex:
+    """Find every video of `split_file` under `root` and check it; see the module docstring for the rules.
+
+    `decode_video_files=True` counts a video file's frames by decoding it rather than by its packets.
+    """
+    root = Path(root)
+    try:
+        if is_zip_root(root):
+            catalog = _ZipCatalog(root)
+        elif root.is_dir():
+            catalog = _DirCatalog(root)
+        else:
+            raise HarnessError(
+                f"data root {root} is neither a folder nor a .zip file" if root.exists() else f"data root {root} does not exist",
+                fix="set dataset.root in the protocol (or --set dataset.root=PATH) to the folder holding <class>/<video>/<frames>.jpg or <class>/<video>.mp4, or to a .zip of frame folders",
+            )
+    except SourceError as e:
+        raise HarnessError(str(e), where=f"data root {root}", fix="repack or re-download the zip") from None
+    except OSError as e:
+        raise HarnessError(f"data root {root} cannot be listed: {e.strerror}", fix="check the path and its permissions") from None
+
     entries = sorted(set(read_split_file(split_file)))
-    found, problems = [], []
+    where = f"data root {root}"
+    found, problems, renamed = [], [], []
+    claimed: dict[tuple, str] = {}
     for class_name, video_id in entries:
-        folder = root / class_name / video_id
-        if not folder.is_dir():
-            problems.append({"video": f"{class_name}/{video_id}", "reason": "missing"})
+        entry = f"{class_name}/{video_id}"
+        class_folder, class_rule = _match_class(catalog, class_name, where)
+        if class_folder is None:
+            problems.append({"video": entry, "reason": "missing"})
             continue
         try:
-            n = len(list_frames(folder))
+            videos = catalog.videos(class_folder)
         except OSError as e:
-            problems.append({"video": f"{class_name}/{video_id}", "reason": f"unreadable: {e.strerror}"})
+            problems.append({"video": entry, "reason": f"unreadable: {e.strerror}"})
+            continue
+        cand, video_rule = _match_video(videos, video_id, entry, where)
+        if cand is None:
+            problems.append({"video": entry, "reason": "missing"})
+            continue
+        spot = (cand.kind, str(cand.path), cand.member)
+        if spot in claimed:
+            raise HarnessError(
+                f"'{claimed[spot]}' and '{entry}' are both found as '{class_folder}/{cand.shown}'",
+                where=where,
+                fix="give each listed video its own folder or file",
+            )
+        claimed[spot] = entry
+        rules = [r for r in (class_rule and f"class folder {class_rule}", video_rule and f"video {video_rule}") if r]
+        if rules:
+            renamed.append({"video": entry, "found_as": f"{class_folder}/{cand.shown}", "rule": ", ".join(rules)})
+        try:
+            n = _count(cand, catalog, decode_video_files)
+        except SourceError as e:
+            problems.append({"video": entry, "reason": f"unreadable: {e}"})
+            continue
+        except OSError as e:
+            problems.append({"video": entry, "reason": f"unreadable: {e.strerror}"})
             continue
         if n == 0:
-            problems.append({"video": f"{class_name}/{video_id}", "reason": "empty"})
+            problems.append({"video": entry, "reason": "empty"})
         elif n < min_frames:
-            problems.append({"video": f"{class_name}/{video_id}", "reason": f"too short: {n} frames, {min_frames} needed"})
+            problems.append({"video": entry, "reason": f"too short: {n} frames, {min_frames} needed"})
         else:
-            found.append(Video(class_name, video_id, folder, n))
+            found.append(Video(class_name, video_id, cand.path, n, cand.kind, cand.member))
     if problems and bad_videos == "error":
         listing = "\n".join(f"    {p['video']}: {p['reason']}" for p in problems[:20])
         more = f"\n    ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise HarnessError(
             f"{len(problems)} of {len(entries)} videos listed in {split_file} cannot be used:\n{listing}{more}",
-            where=f"data root {root}",
+            where=where,
             fix="extract the missing videos, or set dataset.bad_videos: exclude to leave them out (the exclusion is recorded in the results)",
         )
     classes = sorted({v.class_name for v in found})
@@ -89,4 +294,4 @@ def build_index(root: Path, split_file: Path, part: str, min_frames: int, bad_vi
     by_class: list[list[int]] = [[] for _ in classes]
     for i, v in enumerate(found):
         by_class[position[v.class_name]].append(i)
-    return VideoIndex(part, classes, found, by_class, problems)
+    return VideoIndex(part, classes, found, by_class, problems, renamed)
