@@ -23,6 +23,7 @@ def _settings(args):
         batch_episodes=args.batch_episodes,
         show_progress=False if args.quiet else None,
         recompute=args.recompute,
+        precision=args.precision,
     )
 
 
@@ -117,6 +118,12 @@ def cmd_leaderboard(args) -> int:
     return leaderboard(args)
 
 
+def cmd_perf(args) -> int:
+    from harness.perf import cmd_perf as perf
+
+    return perf(args)
+
+
 def cmd_list(args) -> int:
     import methods
     from harness.backbones import list_backbones
@@ -136,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for decoding clips (default: 0)")
     common.add_argument("--batch-episodes", type=int, default=1000, help="episodes scored per batch; never changes a prediction")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="backbone arithmetic when extracting features (bf16: mixed precision, cached apart)")
     common.add_argument("--recompute", action="store_true", help="score episodes again even when the same run's results exist")
 
     parser = argparse.ArgumentParser(prog="bench.py", description="Few-shot video classification benchmark harness. With no command: the quickstart.", parents=[common])
@@ -189,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--out", metavar="FILE", help="write the table to FILE instead of the terminal")
     board.add_argument("--plot", metavar="FILE", help="FILE.svg (needs nothing) or FILE.png (needs matplotlib)")
     board.set_defaults(func=cmd_leaderboard)
+
+    perf = sub.add_parser("perf", help="speed benchmarks: harness vs per-episode pipeline, batched vs one-at-a-time heads, extraction workers", parents=[common])
+    perf.add_argument("--quick", action="store_true", help="smaller sizes: about a minute on 2 cores")
+    perf.add_argument("--out", metavar="FILE.json", help="where to write the results (default: perf-full.json or perf-quick.json)")
+    perf.add_argument("--episodes", type=int, default=None, help="episodes per comparison (default: 10000; --quick: 1000 end to end, 200 per head)")
+    perf.set_defaults(func=cmd_perf)
 
     sub.add_parser("list", help="list methods, backbones and protocols", parents=[common]).set_defaults(func=cmd_list)
     parser.set_defaults(func=cmd_quickstart)

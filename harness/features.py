@@ -25,6 +25,7 @@ from harness.files import atomic_save_npy, atomic_write_json
 from harness.protocol import FramesSpec, canonical_json, frames_key
 
 STORE_VERSION = 1
+PRECISIONS = ("fp32", "bf16")
 
 
 def video_entry_key(video: Video) -> str:
@@ -34,8 +35,12 @@ def video_entry_key(video: Video) -> str:
 
 
 class FeatureStore:
-    def __init__(self, home: Path, backbone: str, weights_sha256: str, frames: FramesSpec):
-        self.meta = {"backbone": backbone, "weights_sha256": weights_sha256, "frames": frames_key(frames), "version": STORE_VERSION}
+    def __init__(self, home: Path, backbone: str, weights_sha256: str, frames: FramesSpec, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise HarnessError(f"unknown precision '{precision}'", fix=f"use one of: {', '.join(PRECISIONS)}")
+        # bf16 features differ from fp32 ones in their low bits: another key, never mixed
+        self.meta = {"backbone": backbone, "weights_sha256": weights_sha256, "frames": frames_key(frames), "precision": precision, "version": STORE_VERSION}
+        self.precision = precision
         self.key = hashlib.sha256(canonical_json(self.meta).encode()).hexdigest()[:16]
         self.dir = home / "features" / f"{backbone}-{self.key}"
         self.frames = frames
@@ -64,9 +69,16 @@ class FeatureStore:
         if not (self.dir / "meta.json").is_file():
             atomic_write_json(self.dir / "meta.json", self.meta)
         backbone.eval().to(device)
+        channels_last = device.type == "cuda"  # cuDNN's fastest 3D kernels want channels-last tensors
+        if channels_last:
+            backbone.to(memory_format=torch.channels_last_3d)
         loader = clip_loader(todo, self.frames, batch_size, workers, pin_memory=device.type == "cuda")
         for positions, clips in loader:
-            maps = backbone(clips.to(device, non_blocking=True)).float().cpu().numpy()  # [B, C, T', H', W']
+            clips = clips.to(device, non_blocking=True)
+            if channels_last:
+                clips = clips.contiguous(memory_format=torch.channels_last_3d)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                maps = backbone(clips).float().cpu().numpy()  # [B, C, T', H', W']
             for p, m in zip(positions.tolist(), maps):
                 if not np.isfinite(m).all():
                     raise HarnessError(

@@ -44,6 +44,8 @@ class Settings:
     extract_batch: int = 16
     batch_episodes: int = 1000
     show_progress: bool | None = None
+    #: backbone arithmetic for feature extraction: "fp32", or "bf16" (mixed precision; its own cache key)
+    precision: str = "fp32"
     #: score episodes again even when the results of the very same run are on disk
     recompute: bool = False
 
@@ -124,7 +126,7 @@ def backbone_for(p: Protocol, s: Settings, pretrain_if_missing: bool = False) ->
 
 def features_for(p: Protocol, s: Settings, index: VideoIndex, backbone: torch.nn.Module, weights_sha: str) -> tuple[torch.Tensor, FeatureStore, int]:
     """Backbone maps [N, C, T', H', W'] of every video of the index; extracts only what is missing."""
-    store = FeatureStore(s.home, p.backbone.name, weights_sha, p.frames)
+    store = FeatureStore(s.home, p.backbone.name, weights_sha, p.frames, s.precision)
     rank, size = distributed.world()
     todo = store.missing(index.videos)[rank::size]  # each process embeds its share; one process: all
     if todo:
@@ -215,7 +217,7 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
 
     method_config = head.config()
     fingerprint = hashlib.sha256(
-        canonical_json({"protocol": p.sha256, "episodes": episodes.sha256, "method": method, "config": method_config, "checkpoint": checkpoint_sha256, "weights": weights_sha}).encode()
+        canonical_json({"protocol": p.sha256, "episodes": episodes.sha256, "method": method, "config": method_config, "checkpoint": checkpoint_sha256, "weights": weights_sha, "features": store.key}).encode()
     ).hexdigest()[:16]
     folder = RunFolder(s.results, p.name, method, fingerprint)
     finished = folder.finished_run(fingerprint)
@@ -259,7 +261,7 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
         "excluded_videos": index.excluded,
         "renamed_videos": index.renamed,
         **accuracy_summary(per_episode),
-        "backbone": {"name": p.backbone.name, "weights_sha256": weights_sha, "feature_store": store.key, "feature_shape": list(maps.shape[1:])},
+        "backbone": {"name": p.backbone.name, "weights_sha256": weights_sha, "feature_store": store.key, "precision": s.precision, "feature_shape": list(maps.shape[1:])},
         "versions": versions(),
         "device": str(s.device) if s.device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(s.device)})",
         "resumed_episodes": sum(len(c) for c in done.values()),

@@ -137,3 +137,11 @@ def test_features_with_nan_are_refused_and_not_cached(protocol, home, tmp_path):
         store.extract(index.videos[:4], Broken(), torch.device("cpu"), batch_size=4)
     missing = store.missing(index.videos[:4])
     assert index.videos[1] in missing and index.videos[0] not in missing  # work done before it is kept
+
+
+def test_bf16_features_are_cached_apart_and_close_to_fp32(protocol, home, tmp_path):
+    a = run_method(protocol, "protonet", settings(home, tmp_path / "fp32"))
+    b = run_method(protocol, "protonet", settings(home, tmp_path / "bf16", precision="bf16"))
+    assert a["backbone"]["feature_store"] != b["backbone"]["feature_store"]
+    assert b["videos_embedded_this_run"] > 0 and b["backbone"]["precision"] == "bf16"
+    assert abs(a["accuracy"] - b["accuracy"]) < 5.0

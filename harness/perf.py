@@ -1,0 +1,505 @@
+"""Performance benchmarks: `python bench.py perf [--quick] [--out FILE.json] [--episodes N]`.
+
+Each comparison runs two ways of doing the same work in the same process, on the same machine, and
+checks that they give identical predictions before it reports a ratio:
+
+1. end to end    the harness (decode and embed every video of the pool once, then score episodes in
+                 batches) against a per-episode pipeline written like the reference code (for every
+                 episode: decode its clips, run the backbone on them, run the head on that one episode);
+2. heads         each head at the feature sizes of the real backbones (R3D-50 / ResNet-50: C = 2048),
+                 scored batched over episodes (`harness.evaluate.evaluate`) against one episode at a time;
+3. extraction    clips per second of the backbone against the number of DataLoader workers, and peak memory.
+
+The per-episode pipeline and one-at-a-time scoring run on the first episodes only; their time for the
+whole episode count is extrapolated from the time per episode (the output says so). Backbone and head
+weights are random (seeded): speed does not depend on them, and the checks compare predictions, not accuracy.
+
+For every ratio one plain line `<comparison>: <ratio>x` is printed on stdout, after a table.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: the test pool of HMDB51 under the ARN split: 1,292 videos of 10 classes
+HMDB_TEST_VIDEOS = 1292
+HMDB_TEST_CLASSES = 10
+#: the head feature shapes (C, T, H, W) of the real backbones
+REAL_SHAPES = {
+    "protonet": (2048, 1, 1, 1),  # a [2048] vector per video
+    "otam": (2048, 8, 1, 1),  # 8 frames x 2048
+    "trx": (2048, 8, 1, 1),
+    "staf": (2048, 1, 7, 7),  # 49 positions of 2048 channels
+}
+HEADS_TARGET_S = 60.0
+
+
+@dataclass(frozen=True)
+class PerfSize:
+    """How much work each section does; `full` is the real size, the others keep runs short."""
+
+    name: str
+    videos_per_class: int  # synthetic videos generated per class (10 classes)
+    pool: int  # videos of the end-to-end pool (the last videos of some classes are left out to reach it)
+    e2e_episodes: int  # episodes the harness scores end to end
+    e2e_reference: int  # episodes the per-episode pipeline runs (the first ones)
+    e2e_head: str  # head of the end-to-end comparison
+    head_pool: int  # videos of random features for the head comparison
+    head_episodes: int  # episodes scored batched per head
+    head_single: int  # episodes scored one at a time per head (the first ones)
+    head_channels: int  # C of the head feature shapes (2048 in the real sizes)
+    extract_clips: int  # clips embedded per worker count
+    workers: tuple[int, ...]
+    r3d50_clips: int  # 0: skip r3d50 (8 x 112 x 112 clips)
+    batch_episodes: int = 1000
+
+
+SIZES = {
+    "full": PerfSize("full", 130, HMDB_TEST_VIDEOS, 10_000, 100, "otam", HMDB_TEST_VIDEOS, 10_000, 50, 2048, 256, (0, 1, 2), 4),
+    "quick": PerfSize("quick", 30, 300, 1000, 20, "otam", 300, 200, 10, 2048, 64, (0, 1, 2), 0),
+    # for the tests: a few seconds
+    "tiny": PerfSize("tiny", 6, 58, 60, 3, "otam", 40, 30, 3, 64, 16, (0,), 0, batch_episodes=25),
+}
+
+
+class _Timed(torch.nn.Module):
+    """Wraps a backbone and adds up the seconds its forward calls take."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.seconds = 0.0
+
+    def forward(self, x):
+        t = time.perf_counter()
+        out = self.inner(x)
+        self.seconds += time.perf_counter() - t
+        return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_rss_mib() -> dict:
+    """Peak resident memory (ru_maxrss is KiB on Linux, bytes on macOS) of this process and of its finished children."""
+    unit = 1 if platform.system() == "Darwin" else 1024
+    return {
+        "self_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / 2**20, 1),
+        "children_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * unit / 2**20, 1),
+    }
+
+
+def _cuda_peak_mib(device: torch.device) -> float | None:
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
+
+
+def _predictions(records: list[dict]) -> np.ndarray:
+    return np.array([r["predictions"] for r in records])
+
+
+def _check_same(what: str, a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape != b.shape or not np.array_equal(a, b):
+        bad = int((a != b).any(axis=-1).sum()) if a.shape == b.shape else -1
+        raise AssertionError(f"{what}: the two ways disagree on the predictions of {bad} episodes")
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+def _synthetic_pool(cache: Path, size: PerfSize, split_dir: Path):
+    """A synthetic test pool of 10 classes with `size.pool` videos (16 frames of 64 x 64), as a VideoIndex."""
+    from harness.data.index import build_index
+    from harness.data.synthetic import SyntheticSpec, generate
+
+    spec = SyntheticSpec(seed=0, videos_per_class=size.videos_per_class, frames=16, size=64, n_train=0, n_val=0, n_test=HMDB_TEST_CLASSES)
+    root = generate(cache / f"synthetic-{size.videos_per_class}x{HMDB_TEST_CLASSES}", spec, workers=max(1, min(2, os.cpu_count() or 1)))
+    by_class: dict[str, list[str]] = {}
+    for line in (root / "testlist.txt").read_text().split():
+        by_class.setdefault(line.split("/")[0], []).append(line)
+    excess = sum(len(v) for v in by_class.values()) - size.pool
+    if excess < 0 or excess > len(by_class):
+        raise ValueError(f"cannot cut {sum(len(v) for v in by_class.values())} generated videos to a pool of {size.pool}")
+    for name in sorted(by_class)[:excess]:  # leave the last video of the first `excess` classes out
+        by_class[name].pop()
+    split = split_dir / "perf-test.txt"
+    split.write_text("".join(f"{e}\n" for name in sorted(by_class) for e in by_class[name]))
+    return build_index(root, split, "test", 16), root
+
+
+def _fake_index(n_videos: int, n_classes: int = HMDB_TEST_CLASSES):
+    """A VideoIndex of names only (for random features): n_videos spread over n_classes as evenly as possible."""
+    from harness.data.index import Video, VideoIndex
+
+    classes = [f"class{c:02d}" for c in range(n_classes)]
+    videos, by_class = [], []
+    for c, name in enumerate(classes):
+        count = n_videos // n_classes + (c < n_videos % n_classes)
+        by_class.append(list(range(len(videos), len(videos) + count)))
+        videos.extend(Video(name, f"v{i:04d}", Path("/nonexistent"), 16) for i in range(count))
+    return VideoIndex(part="test", classes=classes, videos=videos, by_class=by_class)
+
+
+# ------------------------------------------------------------------------------------------ 1. end to end
+
+
+def bench_end_to_end(size: PerfSize, device: torch.device, cache: Path, workers: int, log) -> dict:
+    import methods
+    from harness.data.clips import load_clip
+    from harness.episodes import EpisodeSet
+    from harness.evaluate import embed_pool, evaluate
+    from harness.features import FeatureStore
+    from harness.backbones import create_backbone
+    from harness.protocol import FramesSpec
+    from methods import feature_view
+
+    frames = FramesSpec(count=16, resize=64, crop=64)
+    with tempfile.TemporaryDirectory(prefix="fsv-perf-") as tmp:
+        tmp = Path(tmp)
+        t = time.perf_counter()
+        index, root = _synthetic_pool(cache, size, tmp)
+        log(f"end to end: pool of {len(index)} synthetic videos in {len(index.classes)} classes ({root}; ready in {time.perf_counter() - t:.1f} s, not timed)")
+        episodes = EpisodeSet(index, 5, 1, 1, size.e2e_episodes, 0)
+        torch.manual_seed(0)
+        backbone = create_backbone("tiny3d").eval().to(device)
+
+        # the harness: every video once through the feature store, then episodes batched
+        timed = _Timed(backbone)
+        store = FeatureStore(tmp / "home", "tiny3d", "random-seed-0", frames)
+        import harness.features as features_module
+
+        save, write_s = features_module.atomic_save_npy, [0.0]
+
+        def timed_save(path, array):  # the store's writes, timed apart from decoding
+            t = time.perf_counter()
+            save(path, array)
+            write_s[0] += time.perf_counter() - t
+
+        _sync(device)
+        t0 = time.perf_counter()
+        features_module.atomic_save_npy = timed_save
+        try:
+            store.extract(index.videos, timed, device, 16, workers)
+        finally:
+            features_module.atomic_save_npy = save
+        _sync(device)
+        extract_s = time.perf_counter() - t0
+        maps = store.load(index.videos)
+        load_s = time.perf_counter() - t0 - extract_s
+        head = methods.create(size.e2e_head, context={"feature_shape": tuple(maps.shape[1:]), "num_train_classes": 64})
+        t1 = time.perf_counter()
+        reps = embed_pool(head, maps, device)
+        records = evaluate(head, reps, episodes, size.batch_episodes)
+        _sync(device)
+        heads_s = time.perf_counter() - t1
+        harness_s = time.perf_counter() - t0
+        harness_pred = _predictions(records)
+        harness = {
+            "seconds": round(harness_s, 3),
+            "episodes": len(records),
+            "videos_embedded": len(index),
+            "decode_s": round(extract_s - timed.seconds - write_s[0], 3),  # loading and decoding clips
+            "backbone_s": round(timed.seconds, 3),
+            "store_write_s": round(write_s[0], 3),
+            "store_pack_s": round(load_s, 3),
+            "heads_s": round(heads_s, 3),
+        }
+
+        # like the reference code: every episode decodes its clips and runs the backbone and the head anew
+        n_ref = min(size.e2e_reference, len(episodes))
+        decode_s = backbone_s = head_s = 0.0
+        ref_pred = []
+        with torch.inference_mode():
+            head.eval().to(device)
+            t0 = time.perf_counter()
+            for i in range(n_ref):
+                b = episodes.batch([i])
+                positions = np.concatenate([b.support[0], b.query[0]])
+                t = time.perf_counter()
+                clips = torch.stack([load_clip(index.videos[p], frames) for p in positions]).to(device)
+                _sync(device)
+                t2 = time.perf_counter()
+                feats = backbone(clips).float()
+                _sync(device)
+                t3 = time.perf_counter()
+                r = head.embed(feature_view(feats, head.view))
+                n_s = b.support.shape[1]
+                logits = head(r[None, :n_s], torch.from_numpy(b.support_labels).to(device), r[None, n_s:], episodes.way)
+                ref_pred.append(logits.argmax(dim=-1).cpu().numpy()[0])
+                _sync(device)
+                t4 = time.perf_counter()
+                decode_s, backbone_s, head_s = decode_s + t2 - t, backbone_s + t3 - t2, head_s + t4 - t3
+            ref_s = time.perf_counter() - t0
+        _check_same("end to end (harness vs per-episode pipeline)", harness_pred[:n_ref], np.array(ref_pred))
+    per_episode = ref_s / n_ref
+    extrapolated = per_episode * len(episodes)
+    return {
+        "backbone": "tiny3d",
+        "clip": "16 x 64 x 64",
+        "head": size.e2e_head,
+        "pool_videos": len(index),
+        "pool_classes": len(index.classes),
+        "generated": f"{HMDB_TEST_CLASSES} classes x {size.videos_per_class} videos, cut to {len(index)}",
+        "episodes": len(episodes),
+        "note": "tiny3d at 16x64x64 stands in for r3d50 at 16x224x224, which a CPU cannot run on 1,292 clips in reasonable time",
+        "harness": harness,
+        "per_episode": {
+            "episodes_run": n_ref,
+            "seconds": round(ref_s, 3),
+            "per_episode_s": round(per_episode, 5),
+            "extrapolated_s": round(extrapolated, 1),
+            "extrapolated": True,
+            "decode_s": round(decode_s, 3),
+            "backbone_s": round(backbone_s, 3),
+            "heads_s": round(head_s, 3),
+        },
+        "predictions_identical": True,
+        "ratio": extrapolated / harness_s,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- 2. heads
+
+
+def bench_heads(size: PerfSize, device: torch.device, log) -> dict:
+    import methods
+    from harness.episodes import EpisodeSet
+    from harness.evaluate import embed_pool, evaluate
+
+    index = _fake_index(size.head_pool)
+    episodes = EpisodeSet(index, 5, 1, 1, size.head_episodes, 0)
+    single_set = EpisodeSet(index, 5, 1, 1, min(size.head_single, size.head_episodes), 0)  # the same first episodes
+    out = {}
+    for name, shape in REAL_SHAPES.items():
+        shape = (size.head_channels, *shape[1:])
+        torch.manual_seed(0)
+        head = methods.create(name, context={"feature_shape": shape, "num_train_classes": 64})
+        maps = torch.randn(len(index), *shape)
+        _sync(device)
+        t = time.perf_counter()
+        reps = embed_pool(head, maps, device)
+        _sync(device)
+        embed_s = time.perf_counter() - t
+        del maps
+        t = time.perf_counter()
+        batched = evaluate(head, reps, episodes, size.batch_episodes)
+        _sync(device)
+        batched_s = time.perf_counter() - t
+        t = time.perf_counter()
+        single = evaluate(head, reps, single_set, 1)
+        _sync(device)
+        single_s = time.perf_counter() - t
+        _check_same(f"heads {name} (batched vs one at a time)", _predictions(batched)[: len(single)], _predictions(single))
+        del reps
+        b_rate, s_rate = len(batched) / batched_s, len(single) / single_s
+        out[name] = {
+            "feature_shape": list(shape),
+            "embed_pool_s": round(embed_s, 3),
+            "batched_s": round(batched_s, 3),
+            "batched_episodes": len(batched),
+            "batched_eps": round(b_rate, 1),
+            "single_s": round(single_s, 3),
+            "single_episodes": len(single),
+            "single_eps": round(s_rate, 1),
+            "single_extrapolated_s": round(len(batched) / s_rate, 1),
+            "predictions_identical": True,
+            "ratio": b_rate / s_rate,
+        }
+        log(f"heads {name}: batched {b_rate:.1f} episodes/s, one at a time {s_rate:.1f} episodes/s")
+    total = sum(v["embed_pool_s"] + v["batched_s"] for v in out.values())
+    # the target is stated for 10,000 episodes; a smaller run is scaled to it
+    total_10k = sum(v["embed_pool_s"] + v["batched_s"] * 10_000 / v["batched_episodes"] for v in out.values())
+    return {
+        "pool_videos": len(index),
+        "episodes": len(episodes),
+        "way_shot_query": [5, 1, 1],
+        "heads": out,
+        "batched_total_s": round(total, 2),
+        "batched_total_10000_s": round(total_10k, 1),
+        "batched_total_10000_extrapolated": len(episodes) != 10_000,
+        "target_s": HEADS_TARGET_S,
+        # only meaningful at the real sizes (C = 2048)
+        "target_holds": (total_10k < HEADS_TARGET_S) if size.head_channels == 2048 else None,
+        "threads": torch.get_num_threads(),
+    }
+
+
+# ----------------------------------------------------------------------------------------- 3. extraction
+
+
+@torch.inference_mode()
+def _extract_rate(backbone, videos, frames, workers: int, device: torch.device) -> tuple[float, torch.Tensor]:
+    from harness.data.clips import clip_loader
+
+    outs = []
+    _sync(device)
+    t = time.perf_counter()
+    for _, clips in clip_loader(videos, frames, 16 if len(videos) >= 16 else len(videos), workers, pin_memory=device.type == "cuda"):
+        outs.append(backbone(clips.to(device)).float().cpu())
+    _sync(device)
+    return len(videos) / (time.perf_counter() - t), torch.cat(outs)
+
+
+def bench_extraction(size: PerfSize, device: torch.device, cache: Path, log) -> dict:
+    from harness.backbones import create_backbone
+    from harness.protocol import FramesSpec
+
+    with tempfile.TemporaryDirectory(prefix="fsv-perf-") as tmp:
+        index, _ = _synthetic_pool(cache, size, Path(tmp))
+    videos = index.videos[: size.extract_clips]
+    rows = []
+    runs = [("tiny3d", FramesSpec(count=16, resize=64, crop=64), videos, size.workers)]
+    if size.r3d50_clips:
+        runs.append(("r3d50", FramesSpec(count=8, resize=112, crop=112), index.videos[: size.r3d50_clips], (0,)))
+    for name, frames, vids, worker_counts in runs:
+        torch.manual_seed(0)
+        backbone = create_backbone(name).eval().to(device)
+        first = None
+        for w in worker_counts:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            rate, maps = _extract_rate(backbone, vids, frames, w, device)
+            if first is None:
+                first = maps
+            elif not torch.equal(first, maps):
+                raise AssertionError(f"extraction {name}: {w} workers gave other features than 0 workers")
+            rows.append({"backbone": name, "clip": f"{frames.count} x {frames.crop} x {frames.crop}", "workers": w, "clips": len(vids),
+                         "clips_per_s": round(rate, 2), "peak_rss": _peak_rss_mib(), "cuda_peak_mib": _cuda_peak_mib(device)})
+            log(f"extraction {name}, {w} workers: {rate:.1f} clips/s")
+        del backbone
+    tiny = [r for r in rows if r["backbone"] == "tiny3d"]
+    base = tiny[0]["clips_per_s"]
+    most = tiny[-1]  # the most workers against none (below 1: the workers cost more than they bring)
+    best = max(tiny, key=lambda r: r["clips_per_s"])
+    return {"runs": rows, "best_workers": best["workers"], "ratio_workers": most["workers"], "ratio": most["clips_per_s"] / base, "features_identical": True}
+
+
+# --------------------------------------------------------------------------------------------- command
+
+
+def ratio_lines(result: dict) -> list[str]:
+    lines = []
+    if "end_to_end" in result:
+        lines.append(f"end-to-end: {result['end_to_end']['ratio']:.1f}x")
+    for name, h in result.get("heads", {}).get("heads", {}).items():
+        lines.append(f"heads {name}: {h['ratio']:.1f}x")
+    if "extraction" in result:
+        lines.append(f"extraction with workers: {result['extraction']['ratio']:.2f}x")
+    return lines
+
+
+def _verdict(holds: bool | None) -> str:
+    return "n/a (not the real feature sizes)" if holds is None else ("holds" if holds else "missed")
+
+
+def _table(result: dict):
+    from rich.table import Table
+
+    table = Table(title=f"perf ({result['size']}, {result['device']}, {result['threads']} threads)")
+    for col in ("comparison", "harness / batched", "per episode / one at a time", "ratio", "identical"):
+        table.add_column(col)
+    e = result.get("end_to_end")
+    if e:
+        h, r = e["harness"], e["per_episode"]
+        table.add_row(
+            f"end to end ({e['head']}, tiny3d {e['clip']}, {e['pool_videos']} videos)",
+            f"{h['seconds']:.1f} s for {h['episodes']} episodes\ndecode {h['decode_s']:.1f} s, backbone {h['backbone_s']:.1f} s, "
+            f"store writes {h['store_write_s'] + h['store_pack_s']:.1f} s, heads {h['heads_s']:.1f} s",
+            f"{r['per_episode_s'] * 1000:.1f} ms/episode ({r['episodes_run']} run): {r['extrapolated_s']:.0f} s extrapolated to {e['episodes']}\n"
+            f"decode {r['decode_s']:.1f} s, backbone {r['backbone_s']:.1f} s, heads {r['heads_s']:.2f} s",
+            f"{e['ratio']:.1f}x",
+            "yes",
+        )
+    hs = result.get("heads")
+    if hs:
+        for name, h in hs["heads"].items():
+            table.add_row(
+                f"heads {name} {tuple(h['feature_shape'])}",
+                f"{h['batched_eps']:.1f} ep/s ({h['batched_episodes']} in {h['batched_s']:.1f} s; embed {h['embed_pool_s']:.1f} s)",
+                f"{h['single_eps']:.1f} ep/s ({h['single_episodes']} run)",
+                f"{h['ratio']:.1f}x",
+                "yes",
+            )
+        table.add_row(
+            "heads, all four batched",
+            f"{hs['batched_total_s']:.1f} s; for 10,000 episodes {hs['batched_total_10000_s']:.1f} s" + (" (extrapolated)" if hs["batched_total_10000_extrapolated"] else ""),
+            f"target < {hs['target_s']:.0f} s: {_verdict(hs['target_holds'])}",
+            "",
+            "",
+        )
+    x = result.get("extraction")
+    if x:
+        for r in x["runs"]:
+            mem = f"peak RSS {r['peak_rss']['self_mib']:.0f} MiB (workers {r['peak_rss']['children_mib']:.0f} MiB)"
+            if r["cuda_peak_mib"] is not None:
+                mem += f", CUDA {r['cuda_peak_mib']:.0f} MiB"
+            table.add_row(f"extraction {r['backbone']} {r['clip']}, {r['workers']} workers", f"{r['clips_per_s']:.1f} clips/s ({r['clips']} clips)", mem, "", "yes" if r["workers"] else "")
+    return table
+
+
+def run_perf(size: PerfSize, device: torch.device, cache: Path, workers: int = 0, log=None, sections=("end_to_end", "heads", "extraction")) -> dict:
+    from harness.pipeline import versions
+
+    log = log or (lambda m: None)
+    started = time.perf_counter()
+    result = {"size": size.name, "sizes": asdict(size), "device": str(device), "threads": torch.get_num_threads(),
+              "cpus": os.cpu_count(), "versions": versions(), "weights": "random (seeded); speed does not depend on them"}
+    timings = {}
+    if "end_to_end" in sections:
+        t = time.perf_counter()
+        result["end_to_end"] = bench_end_to_end(size, device, cache, workers, log)
+        timings["end_to_end_s"] = round(time.perf_counter() - t, 1)
+    if "heads" in sections:
+        t = time.perf_counter()
+        result["heads"] = bench_heads(size, device, log)
+        timings["heads_s"] = round(time.perf_counter() - t, 1)
+    if "extraction" in sections:
+        t = time.perf_counter()
+        result["extraction"] = bench_extraction(size, device, cache, log)
+        timings["extraction_s"] = round(time.perf_counter() - t, 1)
+    timings["total_s"] = round(time.perf_counter() - started, 1)
+    result["timings"] = timings
+    result["peak_rss"] = _peak_rss_mib()
+    result["ratios"] = ratio_lines(result)
+    return result
+
+
+def cmd_perf(args, size: str | None = None) -> int:
+    """`bench.py perf`. `size` overrides --quick (the tests pass "tiny")."""
+    from rich.console import Console
+
+    from harness.console import log
+    from harness.files import atomic_write_json
+    from harness.pipeline import pick_device
+    from harness.protocol import data_home
+
+    chosen = SIZES[size or ("quick" if getattr(args, "quick", False) else "full")]
+    if getattr(args, "episodes", None):
+        n = int(args.episodes)
+        chosen = replace(chosen, e2e_episodes=n, head_episodes=n, e2e_reference=min(chosen.e2e_reference, n), head_single=min(chosen.head_single, n))
+    device = pick_device(getattr(args, "device", None) or "auto")
+    cache = data_home(getattr(args, "home", None)) / "perf"
+    log(f"perf ({chosen.name}): tiny3d at 16x64x64 stands in for r3d50 at 16x224x224, which a CPU cannot run on 1,292 clips in reasonable time")
+    result = run_perf(chosen, device, cache, workers=getattr(args, "workers", 0) or 0, log=log)
+    out = Path(getattr(args, "out", None) or f"perf-{chosen.name}.json")
+    atomic_write_json(out, result)
+    Console(highlight=False).print(_table(result))
+    e = result["end_to_end"]
+    print(f"per-episode pipeline: {e['per_episode']['episodes_run']} episodes run, {e['per_episode']['per_episode_s'] * 1000:.1f} ms each; "
+          f"{e['per_episode']['extrapolated_s']:.0f} s for {e['episodes']} episodes is extrapolated")
+    hs = result["heads"]
+    print(f"heads batched, all four: {hs['batched_total_10000_s']:.1f} s for 10,000 episodes"
+          f"{' (extrapolated)' if hs['batched_total_10000_extrapolated'] else ''}; target under {HEADS_TARGET_S:.0f} s: {_verdict(hs['target_holds'])}")
+    for line in result["ratios"]:
+        print(line)
+    print(f"wrote {out} ({result['timings']['total_s']:.0f} s)")
+    return 0

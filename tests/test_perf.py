@@ -1,0 +1,69 @@
+"""Performance: batched head scoring against one episode at a time (pytest-benchmark; timed only with
+--benchmark-enable), and the `perf` command at a tiny size."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import methods
+from harness.episodes import EpisodeSet
+from harness.evaluate import embed_pool, evaluate
+from harness.perf import _fake_index, cmd_perf
+
+# tiny stand-ins for the real feature shapes (C = 2048 there)
+TINY_SHAPES = {"protonet": (32, 1, 1, 1), "otam": (32, 4, 1, 1), "trx": (32, 4, 1, 1), "staf": (32, 1, 3, 3)}
+N_EPISODES = 20
+RATIO_LINE = re.compile(r"^[a-z -]+: [0-9.]+x$")
+
+
+@pytest.fixture(scope="module")
+def pools():
+    """(head, embedded pool, episodes) per method: random features of 60 videos in 10 classes."""
+    index = _fake_index(60)
+    episodes = EpisodeSet(index, 5, 1, 1, N_EPISODES, 0)
+    out = {}
+    for name, shape in TINY_SHAPES.items():
+        torch.manual_seed(0)
+        head = methods.create(name, context={"feature_shape": shape, "num_train_classes": 8})
+        out[name] = (head, embed_pool(head, torch.randn(len(index), *shape), torch.device("cpu")), episodes)
+    return out
+
+
+def _predictions(records):
+    return np.array([r["predictions"] for r in records])
+
+
+@pytest.mark.parametrize("name", sorted(TINY_SHAPES))
+def test_bench_heads_batched(benchmark, pools, name):
+    head, reps, episodes = pools[name]
+    batched = benchmark(evaluate, head, reps, episodes, N_EPISODES)
+    single = evaluate(head, reps, episodes, 1)
+    assert np.array_equal(_predictions(batched), _predictions(single))
+
+
+@pytest.mark.parametrize("name", sorted(TINY_SHAPES))
+def test_bench_heads_one_at_a_time(benchmark, pools, name):
+    head, reps, episodes = pools[name]
+    single = benchmark(evaluate, head, reps, episodes, 1)
+    batched = evaluate(head, reps, episodes, N_EPISODES)
+    assert np.array_equal(_predictions(single), _predictions(batched))
+
+
+def test_cmd_perf_tiny(tmp_path, capsys):
+    out = tmp_path / "perf.json"
+    args = argparse.Namespace(home=str(tmp_path / "home"), out=str(out), quick=False, episodes=None, device="cpu", workers=0)
+    assert cmd_perf(args, size="tiny") == 0
+    lines = capsys.readouterr().out.splitlines()
+    ratios = [line for line in lines if RATIO_LINE.match(line)]
+    names = [line.split(":")[0] for line in ratios]
+    assert names == ["end-to-end", "heads protonet", "heads otam", "heads trx", "heads staf", "extraction with workers"]
+    result = json.loads(out.read_text())
+    assert result["ratios"] == ratios
+    assert result["end_to_end"]["predictions_identical"] and result["end_to_end"]["per_episode"]["extrapolated"]
+    assert all(h["predictions_identical"] for h in result["heads"]["heads"].values())
+    assert result["heads"]["target_holds"] is None  # tiny feature sizes: the 60 s target does not apply
