@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for decoding clips (default: 0)")
     common.add_argument("--batch-episodes", type=int, default=1000, help="episodes scored per batch; never changes a prediction")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
-    common.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="backbone arithmetic when extracting features (bf16: mixed precision, cached apart)")
+    common.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="backbone arithmetic when extracting features (bf16: mixed precision for GPUs, cached apart; on CPUs without bf16 units it is far slower)")
     common.add_argument("--recompute", action="store_true", help="score episodes again even when the same run's results exist")
 
     parser = argparse.ArgumentParser(prog="bench.py", description="Few-shot video classification benchmark harness. With no command: the quickstart.", parents=[common])
