@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from typing import Callable, Iterator
 
 from rich.console import Console
@@ -35,7 +34,3 @@ def progress_bar(description: str, total: int, enabled: bool | None = None) -> I
     ) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
-
-
-def flush() -> None:
-    sys.stderr.flush()

@@ -13,6 +13,8 @@ and logits [E, Q, way]. No prediction may depend on how many episodes are in a b
 """
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import nn
 
@@ -30,7 +32,7 @@ def feature_view(maps: torch.Tensor, view: str) -> torch.Tensor:
     raise ValueError(f"unknown feature view '{view}'; expected one of {', '.join(VIEWS)}")
 
 
-class Head(nn.Module):
+class Head(nn.Module, abc.ABC):
     """Base of all heads. Subclasses set `view` and implement `forward`; `embed` is the per-video step."""
 
     view: str = "vector"
@@ -42,8 +44,9 @@ class Head(nn.Module):
         """Per-video work, done once per video at evaluation. features [N, *view] -> [N, ...]."""
         return features
 
+    @abc.abstractmethod
     def forward(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, way: int) -> torch.Tensor:
-        raise NotImplementedError
+        """Logits [E, Q, way] for a batch of episodes of embedded videos (see the module docstring)."""
 
     def loss(self, support, support_labels, query, query_labels, way, class_ids=None) -> torch.Tensor:
         """Training loss for a batch of episodes on embedded videos. query_labels [E, Q] in [0, way);
