@@ -15,9 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from methods.base import Head, class_means
+from methods.base import Head, class_means, in_episode_blocks, per_episode
 from methods.registry import register
-from methods.staf import in_episode_blocks, per_episode
 
 
 def soft_dtw(D: torch.Tensor, lam: float) -> torch.Tensor:

@@ -25,50 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import Head
+from methods.base import Head, group_by_class, in_episode_blocks, per_episode
 from methods.registry import register
-
-
-def group_by_class(support: torch.Tensor, labels: torch.Tensor, way: int) -> torch.Tensor:
-    """support [E, S, ...] -> [E, way, shot, ...], shots in their order within each class. A view when the
-    labels are already class-major (0,0,..,1,1,..), a copy otherwise."""
-    E, S = labels.shape
-    shot = S // way
-    if S % way:
-        raise ValueError(f"{S} support videos cannot hold {way} classes the same number of times each")
-    expected = torch.arange(way, device=labels.device).repeat_interleave(shot).expand(E, S)
-    if torch.equal(labels, expected):
-        return support.view(E, way, shot, *support.shape[2:])
-    order = torch.argsort(labels, dim=1, stable=True)  # [E, S]
-    if not torch.equal(labels.gather(1, order), expected):
-        raise ValueError(f"support labels must hold each class 0..{way - 1} {shot} times; first episode: {labels[0].tolist()}")
-    rows = torch.arange(E, device=labels.device).unsqueeze(1)
-    return support[rows, order].view(E, way, shot, *support.shape[2:])
-
-
-def per_episode(product: Callable[..., torch.Tensor], *operands: torch.Tensor) -> torch.Tensor:
-    """product(*operands) computed one episode (dim 0) at a time and stacked. BLAS rounds a batched product
-    by the batch's size and, for some shapes, by an item's place in it; one call per episode gives every
-    episode the same calls whatever else is batched with it."""
-    return torch.stack([product(*(x[e] for x in operands)) for e in range(operands[0].shape[0])])
-
-
-def in_episode_blocks(fn: Callable[..., torch.Tensor], block: int, *episodes: torch.Tensor) -> torch.Tensor:
-    """fn over blocks of exactly `block` episodes (dim 0), so that every call sees the same shapes whatever the
-    number of episodes E: torch picks how to split a reduction by the shape of the tensor, so a block of fixed
-    size keeps an episode's sums the same whatever E (its products go through `per_episode`). The last block
-    overlaps the one before it (a view, no copy); fewer than `block` episodes are padded with the last one."""
-    E = episodes[0].shape[0]
-    if E == 0:
-        raise ValueError("no episodes to score: the support and query tensors have E = 0")
-    if E < block:
-        idx = torch.arange(block, device=episodes[0].device).clamp_(max=E - 1)
-        return fn(*(t.index_select(0, idx) for t in episodes))[:E]
-    outs = []
-    for start in range(0, E, block):
-        low = min(start, E - block)
-        outs.append(fn(*(t[low : low + block] for t in episodes))[start - low :])
-    return torch.cat(outs)
 
 
 class _ConvBN(nn.Module):

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import Head
+from methods.base import Head, group_by_class, in_episode_blocks, per_episode
 from methods.registry import register
-from methods.staf import _check_keys, _reference_items, group_by_class, in_episode_blocks, per_episode
+from methods.staf import _check_keys, _reference_items
 
 
 class _PositionalEncoding(nn.Module):
