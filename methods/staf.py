@@ -19,7 +19,6 @@ episode costs five passes of maps times a few vectors instead of a [P, C] x [C, 
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
