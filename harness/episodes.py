@@ -52,12 +52,19 @@ class EpisodeSet:
         self.n_episodes, self.seed = n_episodes, seed
         self._by_class = [np.asarray(v, dtype=np.int64) for v in index.by_class]
         self._sha256: str | None = None
+        self._sampled: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # every method scores the same episodes
 
     def __len__(self) -> int:
         return self.n_episodes
 
     def episode(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(classes [way], support [way, shot], query [way, query]) of episode i."""
+        i = int(i)
+        if i not in self._sampled:
+            self._sampled[i] = self._sample(i)
+        return self._sampled[i]
+
+    def _sample(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, int(i)])
         classes = rng.choice(len(self._by_class), self.way, replace=False)
         picks = np.stack([self._by_class[c][rng.choice(len(self._by_class[c]), self.shot + self.query, replace=False)] for c in classes])

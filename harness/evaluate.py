@@ -9,6 +9,9 @@ import torch
 from harness.episodes import EpisodeSet
 from methods import Head, feature_view
 
+#: the most bytes of embedded videos gathered for one call of a head
+GATHER_BYTES = 32 * 2**20
+
 
 @torch.inference_mode()
 def embed_pool(head: Head, maps: torch.Tensor, device: torch.device, chunk: int = 256) -> torch.Tensor:
@@ -23,11 +26,25 @@ def score_episodes(head: Head, reps: torch.Tensor, episodes: EpisodeSet, ids: np
     """Records for the given episode indices (any subset or order gives the same record per episode)."""
     b = episodes.batch(ids)
     device = reps.device
-    support = reps[torch.from_numpy(b.support).to(device)]  # [E, S, ...]
-    query = reps[torch.from_numpy(b.query).to(device)]  # [E, Q, ...]
+    support_ids, query_ids = torch.from_numpy(b.support).to(device), torch.from_numpy(b.query).to(device)
     labels = torch.from_numpy(b.support_labels).to(device)
-    logits = head(support, labels, query, episodes.way)  # [E, Q, way]
-    predictions = logits.argmax(dim=-1).cpu().numpy()
+    E, S, Q = len(b.ids), b.support.shape[1], b.query.shape[1]
+    # The episodes' videos are gathered a slice of episodes at a time, into two buffers reused for every slice:
+    # gathering a whole batch of big embeddings (STAF: 53 x 2048 floats a video) into fresh memory costs more than
+    # the head itself. Every head gives the same predictions whatever the batch (tests/test_heads.py), so the
+    # slicing changes no bit of the result; a slice is a whole number of the head's blocks.
+    block = getattr(head, "episodes_per_block", 1)
+    step = min(E, block * max(1, GATHER_BYTES // (reps[0].numel() * reps.element_size() * (S + Q) * block)))
+    support_buf = reps.new_empty(step * S, *reps.shape[1:])
+    query_buf = reps.new_empty(step * Q, *reps.shape[1:])
+    predictions = []
+    for lo in range(0, E, step):
+        n = min(step, E - lo)
+        support = torch.index_select(reps, 0, support_ids[lo : lo + n].flatten(), out=support_buf[: n * S])
+        query = torch.index_select(reps, 0, query_ids[lo : lo + n].flatten(), out=query_buf[: n * Q])
+        logits = head(support.view(n, S, *reps.shape[1:]), labels[lo : lo + n], query.view(n, Q, *reps.shape[1:]), episodes.way)
+        predictions.append(logits.argmax(dim=-1))  # [n, Q]
+    predictions = torch.cat(predictions).cpu().numpy()  # [E, Q]
     index = episodes.index
     records = []
     for e, i in enumerate(b.ids):

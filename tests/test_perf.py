@@ -67,3 +67,13 @@ def test_cmd_perf_tiny(tmp_path, capsys):
     assert result["end_to_end"]["predictions_identical"] and result["end_to_end"]["per_episode"]["extrapolated"]
     assert all(h["predictions_identical"] for h in result["heads"]["heads"].values())
     assert result["heads"]["target_holds"] is None  # tiny feature sizes: the 60 s target does not apply
+
+
+@pytest.mark.parametrize("name", sorted(TINY_SHAPES))
+def test_gathering_in_small_slices_changes_no_record(pools, name, monkeypatch):
+    import harness.evaluate as evaluate_module
+
+    head, reps, episodes = pools[name]
+    whole = evaluate(head, reps, episodes, N_EPISODES)
+    monkeypatch.setattr(evaluate_module, "GATHER_BYTES", 1)  # one block of episodes per call of the head
+    assert evaluate(head, reps, episodes, N_EPISODES) == whole
