@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     perf = sub.add_parser("perf", help="speed benchmarks: harness vs per-episode pipeline, batched vs one-at-a-time heads, extraction workers", parents=[common])
     perf.add_argument("--quick", action="store_true", help="smaller sizes: about a minute on 2 cores")
     perf.add_argument("--out", metavar="FILE.json", help="where to write the results (default: perf-full.json or perf-quick.json)")
-    perf.add_argument("--episodes", type=int, default=None, help="episodes per comparison (default: 10000; --quick: 1000 end to end, 200 per head)")
+    perf.add_argument("--episodes", type=int, default=None, help="episodes per comparison (default: 10000; --quick: 1000)")
     perf.set_defaults(func=cmd_perf)
 
     sub.add_parser("list", help="list methods, backbones and protocols", parents=[common]).set_defaults(func=cmd_list)

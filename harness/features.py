@@ -34,6 +34,23 @@ def video_entry_key(video: Video) -> str:
     return hashlib.sha256(ident.encode()).hexdigest()[:40]
 
 
+def prepare_backbone(backbone: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Evaluation mode on `device`; channels-last on CUDA, where cuDNN's fastest 3D kernels want it."""
+    backbone.eval().to(device)
+    if device.type == "cuda":
+        backbone.to(memory_format=torch.channels_last_3d)
+    return backbone
+
+
+def embed_clips(backbone: torch.nn.Module, clips: torch.Tensor, device: torch.device, precision: str = "fp32") -> torch.Tensor:
+    """clips [B, 3, T, H, W] -> float32 maps [B, C, T', H', W'] on `device` (backbone from `prepare_backbone`)."""
+    clips = clips.to(device, non_blocking=True)
+    if device.type == "cuda":
+        clips = clips.contiguous(memory_format=torch.channels_last_3d)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        return backbone(clips).float()
+
+
 class FeatureStore:
     def __init__(self, home: Path, backbone: str, weights_sha256: str, frames: FramesSpec, precision: str = "fp32"):
         if precision not in PRECISIONS:
@@ -68,17 +85,10 @@ class FeatureStore:
             return 0
         if not (self.dir / "meta.json").is_file():
             atomic_write_json(self.dir / "meta.json", self.meta)
-        backbone.eval().to(device)
-        channels_last = device.type == "cuda"  # cuDNN's fastest 3D kernels want channels-last tensors
-        if channels_last:
-            backbone.to(memory_format=torch.channels_last_3d)
+        prepare_backbone(backbone, device)
         loader = clip_loader(todo, self.frames, batch_size, workers, pin_memory=device.type == "cuda")
         for positions, clips in loader:
-            clips = clips.to(device, non_blocking=True)
-            if channels_last:
-                clips = clips.contiguous(memory_format=torch.channels_last_3d)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                maps = backbone(clips).float().cpu().numpy()  # [B, C, T', H', W']
+            maps = embed_clips(backbone, clips, device, self.precision).cpu().numpy()  # [B, C, T', H', W']
             for p, m in zip(positions.tolist(), maps):
                 if not np.isfinite(m).all():
                     raise HarnessError(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import resource
 import tempfile
 import time
@@ -58,13 +59,14 @@ class PerfSize:
     head_channels: int  # C of the head feature shapes (2048 in the real sizes)
     extract_clips: int  # clips embedded per worker count
     workers: tuple[int, ...]
-    r3d50_clips: int  # 0: skip r3d50 (8 x 112 x 112 clips)
+    r3d50_clips: int  # 0: skip r3d50 on a CPU (8 x 112 x 112 clips)
     batch_episodes: int = 1000
+    r3d50_clips_cuda: int = 0  # r3d50 clips at 16 x 224 x 224 on a GPU, fp32 and bf16
 
 
 SIZES = {
-    "full": PerfSize("full", 130, HMDB_TEST_VIDEOS, 10_000, 100, "otam", HMDB_TEST_VIDEOS, 10_000, 50, 2048, 256, (0, 1, 2), 4),
-    "quick": PerfSize("quick", 30, 300, 1000, 20, "otam", 300, 1000, 10, 2048, 64, (0, 1, 2), 0),
+    "full": PerfSize("full", 130, HMDB_TEST_VIDEOS, 10_000, 100, "otam", HMDB_TEST_VIDEOS, 10_000, 50, 2048, 256, (0, 1, 2), 4, r3d50_clips_cuda=256),
+    "quick": PerfSize("quick", 30, 300, 1000, 20, "otam", 300, 1000, 10, 2048, 64, (0, 1, 2), 0, r3d50_clips_cuda=64),
     # for the tests: a few seconds
     "tiny": PerfSize("tiny", 6, 58, 60, 3, "otam", 40, 30, 3, 64, 16, (0,), 0, batch_episodes=25),
 }
@@ -107,10 +109,11 @@ def _predictions(records: list[dict]) -> np.ndarray:
     return np.array([r["predictions"] for r in records])
 
 
-def _check_same(what: str, a: np.ndarray, b: np.ndarray) -> None:
-    if a.shape != b.shape or not np.array_equal(a, b):
-        bad = int((a != b).any(axis=-1).sum()) if a.shape == b.shape else -1
-        raise AssertionError(f"{what}: the two ways disagree on the predictions of {bad} episodes")
+def _disagreements(a: np.ndarray, b: np.ndarray) -> int:
+    """Episodes whose predictions differ between two ways of computing them (all of them if the shapes differ)."""
+    if a.shape != b.shape:
+        return max(len(a), len(b))
+    return int((a != b).reshape(len(a), -1).any(axis=-1).sum())
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -122,7 +125,7 @@ def _synthetic_pool(cache: Path, size: PerfSize, split_dir: Path):
     from harness.data.synthetic import SyntheticSpec, generate
 
     spec = SyntheticSpec(seed=0, videos_per_class=size.videos_per_class, frames=16, size=64, n_train=0, n_val=0, n_test=HMDB_TEST_CLASSES)
-    root = generate(cache / f"synthetic-{size.videos_per_class}x{HMDB_TEST_CLASSES}", spec, workers=max(1, min(2, os.cpu_count() or 1)))
+    root = generate(cache / f"synthetic-{size.videos_per_class}x{HMDB_TEST_CLASSES}", spec, workers=max(1, min(8, os.cpu_count() or 1)))
     by_class: dict[str, list[str]] = {}
     for line in (root / "testlist.txt").read_text().split():
         by_class.setdefault(line.split("/")[0], []).append(line)
@@ -239,7 +242,7 @@ def bench_end_to_end(size: PerfSize, device: torch.device, cache: Path, workers:
                 t4 = time.perf_counter()
                 decode_s, backbone_s, head_s = decode_s + t2 - t, backbone_s + t3 - t2, head_s + t4 - t3
             ref_s = time.perf_counter() - t0
-        _check_same("end to end (harness vs per-episode pipeline)", harness_pred[:n_ref], np.array(ref_pred))
+        disagree = _disagreements(harness_pred[:n_ref], np.array(ref_pred))
     per_episode = ref_s / n_ref
     extrapolated = per_episode * len(episodes)
     return {
@@ -262,7 +265,8 @@ def bench_end_to_end(size: PerfSize, device: torch.device, cache: Path, workers:
             "backbone_s": round(backbone_s, 3),
             "heads_s": round(head_s, 3),
         },
-        "predictions_identical": True,
+        "predictions_identical": disagree == 0,
+        "episodes_disagreeing": disagree,
         "ratio": extrapolated / harness_s,
     }
 
@@ -296,11 +300,12 @@ def bench_heads(size: PerfSize, device: torch.device, log) -> dict:
         batched = evaluate(head, reps, episodes, size.batch_episodes)
         _sync(device)
         batched_s = time.perf_counter() - t
+        evaluate(head, reps, single_set, 1, only={0})  # untimed warm-up
         t = time.perf_counter()
         single = evaluate(head, reps, single_set, 1)
         _sync(device)
         single_s = time.perf_counter() - t
-        _check_same(f"heads {name} (batched vs one at a time)", _predictions(batched)[: len(single)], _predictions(single))
+        disagree = _disagreements(_predictions(batched)[: len(single)], _predictions(single))
         del reps
         b_rate, s_rate = len(batched) / batched_s, len(single) / single_s
         out[name] = {
@@ -313,7 +318,8 @@ def bench_heads(size: PerfSize, device: torch.device, log) -> dict:
             "single_episodes": len(single),
             "single_eps": round(s_rate, 1),
             "single_extrapolated_s": round(len(batched) / s_rate, 1),
-            "predictions_identical": True,
+            "predictions_identical": disagree == 0,
+            "episodes_disagreeing": disagree,
             "ratio": b_rate / s_rate,
         }
         log(f"heads {name}: batched {b_rate:.1f} episodes/s, one at a time {s_rate:.1f} episodes/s")
@@ -339,46 +345,81 @@ def bench_heads(size: PerfSize, device: torch.device, log) -> dict:
 
 
 @torch.inference_mode()
-def _extract_rate(backbone, videos, frames, workers: int, device: torch.device) -> tuple[float, torch.Tensor]:
+def _extract_rate(backbone, videos, frames, workers: int, device: torch.device, precision: str = "fp32") -> tuple[float, torch.Tensor]:
     from harness.data.clips import clip_loader
+    from harness.features import embed_clips
 
     outs = []
     _sync(device)
     t = time.perf_counter()
     for _, clips in clip_loader(videos, frames, 16 if len(videos) >= 16 else len(videos), workers, pin_memory=device.type == "cuda"):
-        outs.append(backbone(clips.to(device)).float().cpu())
+        outs.append(embed_clips(backbone, clips, device, precision).cpu())
     _sync(device)
     return len(videos) / (time.perf_counter() - t), torch.cat(outs)
 
 
+@torch.inference_mode()
+def _resident_rates(name, backbone, videos, frames, device: torch.device, precisions, log, batch: int = 32, repeats: int = 8) -> list[dict]:
+    """The backbone alone: clips already on the GPU, `repeats` batches of `batch` (no decoding, no copies)."""
+    from harness.data.clips import load_clip
+    from harness.features import embed_clips
+
+    clips = torch.stack([load_clip(videos[i % len(videos)], frames) for i in range(batch)]).to(device)
+    rows = []
+    for precision in precisions:
+        embed_clips(backbone, clips, device, precision)  # warm-up
+        torch.cuda.reset_peak_memory_stats(device)
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(repeats):
+            embed_clips(backbone, clips, device, precision)
+        _sync(device)
+        rate = batch * repeats / (time.perf_counter() - t)
+        rows.append({"backbone": name, "clip": f"{frames.count} x {frames.crop} x {frames.crop}", "precision": precision, "workers": "resident",
+                     "clips": batch * repeats, "clips_per_s": round(rate, 2), "peak_rss": _peak_rss_mib(), "cuda_peak_mib": _cuda_peak_mib(device)})
+        log(f"extraction {name} {frames.count}x{frames.crop}x{frames.crop} {precision}, clips resident on the GPU, batch {batch}: {rate:.1f} clips/s")
+    return rows
+
+
 def bench_extraction(size: PerfSize, device: torch.device, cache: Path, log) -> dict:
     from harness.backbones import create_backbone
+    from harness.features import prepare_backbone
     from harness.protocol import FramesSpec
 
     with tempfile.TemporaryDirectory(prefix="fsv-perf-") as tmp:
         index, _ = _synthetic_pool(cache, size, Path(tmp))
     videos = index.videos[: size.extract_clips]
     rows = []
-    runs = [("tiny3d", FramesSpec(count=16, resize=64, crop=64), videos, size.workers)]
-    if size.r3d50_clips:
-        runs.append(("r3d50", FramesSpec(count=8, resize=112, crop=112), index.videos[: size.r3d50_clips], (0,)))
-    for name, frames, vids, worker_counts in runs:
+    # (backbone, clip, videos, worker counts, precisions); the synthetic videos have 16 frames of 64 x 64,
+    # resized to the clip size; on a GPU r3d50 runs at the real clip size, 16 x 224 x 224, fp32 and bf16
+    runs = [("tiny3d", FramesSpec(count=16, resize=64, crop=64), videos, size.workers, ("fp32",))]
+    if device.type == "cuda":
+        loader_workers = max(size.workers[-1], min(8, os.cpu_count() or 1))
+        runs.append(("r3d50", FramesSpec(count=16, resize=224, crop=224), index.videos[: size.r3d50_clips_cuda], (loader_workers,), ("fp32", "bf16")))
+    elif size.r3d50_clips:
+        runs.append(("r3d50", FramesSpec(count=8, resize=112, crop=112), index.videos[: size.r3d50_clips], (0,), ("fp32",)))
+    for name, frames, vids, worker_counts, precisions in runs:
         torch.manual_seed(0)
-        backbone = create_backbone(name).eval().to(device)
+        backbone = prepare_backbone(create_backbone(name), device)
         first = None
-        for w in worker_counts:
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            rate, maps = _extract_rate(backbone, vids, frames, w, device)
-            if first is None:
-                first = maps
-            elif not torch.equal(first, maps):
-                raise AssertionError(f"extraction {name}: {w} workers gave other features than 0 workers")
-            rows.append({"backbone": name, "clip": f"{frames.count} x {frames.crop} x {frames.crop}", "workers": w, "clips": len(vids),
-                         "clips_per_s": round(rate, 2), "peak_rss": _peak_rss_mib(), "cuda_peak_mib": _cuda_peak_mib(device)})
-            log(f"extraction {name}, {w} workers: {rate:.1f} clips/s")
+        for precision in precisions:
+            if device.type == "cuda":  # an untimed batch: cuDNN picks its kernels on the first call
+                _extract_rate(backbone, vids[:16], frames, 0, device, precision)
+            for w in worker_counts:
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                rate, maps = _extract_rate(backbone, vids, frames, w, device, precision)
+                if precision == "fp32" and first is None:
+                    first = maps
+                elif precision == "fp32" and not torch.equal(first, maps):
+                    raise AssertionError(f"extraction {name}: {w} workers gave other features than {worker_counts[0]} workers")
+                rows.append({"backbone": name, "clip": f"{frames.count} x {frames.crop} x {frames.crop}", "precision": precision, "workers": w,
+                             "clips": len(vids), "clips_per_s": round(rate, 2), "peak_rss": _peak_rss_mib(), "cuda_peak_mib": _cuda_peak_mib(device)})
+                log(f"extraction {name} {frames.count}x{frames.crop}x{frames.crop} {precision}, {w} workers: {rate:.1f} clips/s")
+        if device.type == "cuda":
+            rows.extend(_resident_rates(name, backbone, vids, frames, device, precisions, log))
         del backbone
-    tiny = [r for r in rows if r["backbone"] == "tiny3d"]
+    tiny = [r for r in rows if r["backbone"] == "tiny3d" and r["workers"] != "resident"]
     base = tiny[0]["clips_per_s"]
     most = tiny[-1]  # the most workers against none (below 1: the workers cost more than they bring)
     best = max(tiny, key=lambda r: r["clips_per_s"])
@@ -403,6 +444,11 @@ def _verdict(holds: bool | None) -> str:
     return "n/a (not the real feature sizes)" if holds is None else ("holds" if holds else "missed")
 
 
+def _identical(comparison: dict) -> str:
+    n = comparison["episodes_disagreeing"]
+    return "yes" if n == 0 else f"NO: {n} episodes differ"
+
+
 def _table(result: dict):
     from rich.table import Table
 
@@ -419,7 +465,7 @@ def _table(result: dict):
             f"{r['per_episode_s'] * 1000:.1f} ms/episode ({r['episodes_run']} run): {r['extrapolated_s']:.0f} s extrapolated to {e['episodes']}\n"
             f"decode {r['decode_s']:.1f} s, backbone {r['backbone_s']:.1f} s, heads {r['heads_s']:.2f} s",
             f"{e['ratio']:.1f}x",
-            "yes",
+            _identical(e),
         )
     hs = result.get("heads")
     if hs:
@@ -429,7 +475,7 @@ def _table(result: dict):
                 f"{h['batched_eps']:.1f} ep/s ({h['batched_episodes']} in {h['batched_s']:.1f} s; embed {h['embed_pool_s']:.1f} s)",
                 f"{h['single_eps']:.1f} ep/s ({h['single_episodes']} run)",
                 f"{h['ratio']:.1f}x",
-                "yes",
+                _identical(h),
             )
         table.add_row(
             "heads, all four batched",
@@ -444,7 +490,7 @@ def _table(result: dict):
             mem = f"peak RSS {r['peak_rss']['self_mib']:.0f} MiB (workers {r['peak_rss']['children_mib']:.0f} MiB)"
             if r["cuda_peak_mib"] is not None:
                 mem += f", CUDA {r['cuda_peak_mib']:.0f} MiB"
-            table.add_row(f"extraction {r['backbone']} {r['clip']}, {r['workers']} workers", f"{r['clips_per_s']:.1f} clips/s ({r['clips']} clips)", mem, "", "yes" if r["workers"] else "")
+            table.add_row(f"extraction {r['backbone']} {r['clip']} {r['precision']}, {r['workers']} workers", f"{r['clips_per_s']:.1f} clips/s ({r['clips']} clips)", mem, "", "yes" if r["workers"] not in (0, "resident") else "")
     return table
 
 
@@ -504,4 +550,8 @@ def cmd_perf(args, size: str | None = None) -> int:
     for line in result["ratios"]:
         print(line)
     print(f"wrote {out} ({result['timings']['total_s']:.0f} s)")
+    differ = [name for name, c in [("end to end", e), *(("heads " + n, h) for n, h in hs["heads"].items())] if c["episodes_disagreeing"]]
+    if differ:
+        print(f"error: the two ways gave different predictions in: {', '.join(differ)} (see {out})", file=sys.stderr)
+        return 1
     return 0
