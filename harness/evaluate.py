@@ -8,6 +8,7 @@ import torch
 
 from harness.episodes import EpisodeSet
 from methods import Head, feature_view
+from methods.base import block_size
 
 #: the most bytes of embedded videos gathered for one call of a head
 GATHER_BYTES = 32 * 2**20
@@ -33,7 +34,7 @@ def score_episodes(head: Head, reps: torch.Tensor, episodes: EpisodeSet, ids: np
     # gathering a whole batch of big embeddings (STAF: 53 x 2048 floats a video) into fresh memory costs more than
     # the head itself. Every head gives the same predictions whatever the batch (tests/test_heads.py), so the
     # slicing changes no bit of the result; a slice is a whole number of the head's blocks.
-    block = getattr(head, "episodes_per_block", 1)
+    block = block_size(getattr(head, "episodes_per_block", 1), device)
     step = min(E, block * max(1, GATHER_BYTES // (reps[0].numel() * reps.element_size() * (S + Q) * block)))
     support_buf = reps.new_empty(step * S, *reps.shape[1:])
     query_buf = reps.new_empty(step * Q, *reps.shape[1:])

@@ -95,8 +95,22 @@ def group_by_class(support: torch.Tensor, labels: torch.Tensor, way: int) -> tor
 def per_episode(product: Callable[..., torch.Tensor], *operands: torch.Tensor) -> torch.Tensor:
     """product(*operands) computed one episode (dim 0) at a time and stacked. BLAS rounds a batched product
     by the batch's size and, for some shapes, by an item's place in it; one call per episode gives every
-    episode the same calls whatever else is batched with it."""
+    episode the same calls whatever else is batched with it. On a GPU, one call per episode is one kernel
+    launch per episode; there the product is vectorised over the episodes instead (torch.vmap: one strided
+    batched kernel, which computes every item alike), and `in_episode_blocks` keeps the batch's size fixed.
+    FSV_TEST_DEVICE=cuda runs tests/test_heads.py's batch-invariance checks on a GPU."""
+    if operands[0].is_cuda:
+        return torch.vmap(product)(*operands)
     return torch.stack([product(*(x[e] for x in operands)) for e in range(operands[0].shape[0])])
+
+
+#: episodes per block on a GPU, where a block costs a few kernel launches whatever its size
+GPU_EPISODES_PER_BLOCK = 64
+
+
+def block_size(block: int, device: torch.device) -> int:
+    """The block `in_episode_blocks` uses on `device` for a head that asks for `block` episodes per block."""
+    return max(block, GPU_EPISODES_PER_BLOCK) if device.type == "cuda" else block
 
 
 def in_episode_blocks(fn: Callable[..., torch.Tensor], block: int, *episodes: torch.Tensor) -> torch.Tensor:
@@ -104,7 +118,7 @@ def in_episode_blocks(fn: Callable[..., torch.Tensor], block: int, *episodes: to
     number of episodes E: torch picks how to split a reduction by the shape of the tensor, so a block of fixed
     size keeps an episode's sums the same whatever E (its products go through `per_episode`). The last block
     overlaps the one before it (a view, no copy); fewer than `block` episodes are padded with the last one."""
-    E = episodes[0].shape[0]
+    E, block = episodes[0].shape[0], block_size(block, episodes[0].device)
     if E == 0:
         raise ValueError("no episodes to score: the support and query tensors have E = 0")
     if E < block:

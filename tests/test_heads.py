@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from itertools import combinations
 
 import pytest
@@ -13,6 +14,8 @@ from methods.otam import soft_dtw
 from methods.staf import STAF
 from methods.trx import TRX
 
+#: where the batch-invariance checks run; FSV_TEST_DEVICE=cuda checks the GPU code paths on a machine with one
+DEVICE = torch.device(os.environ.get("FSV_TEST_DEVICE", "cpu"))
 STAF_SHAPE = (16, 1, 2, 3)  # C, T, H, W -> P = 6 positions
 FRAMES_SHAPE = (12, 5, 1, 1)  # C = 12 channels, T = 5 frames
 
@@ -306,9 +309,10 @@ def test_predictions_do_not_depend_on_the_episode_batch(name, shot):
     features = view_of(name if name != "protonet" else "otam", 40)
     if name == "protonet":
         features = features.mean(1)
+    head.to(DEVICE)
     with torch.no_grad():
-        reps = head.embed(features)
-        support, labels, query, _ = random_episodes(40, 37, way=5, shot=shot, query=1, seed=2)
+        reps = head.embed(features.to(DEVICE))
+        support, labels, query, _ = (t.to(DEVICE) for t in random_episodes(40, 37, way=5, shot=shot, query=1, seed=2))
         run = lambda i: head(reps[support[i]], labels[i], reps[query[i]], 5)  # noqa: E731
         whole = run(slice(None))
         chunks = torch.cat([run(slice(i, i + 5)) for i in range(0, 37, 5)])
