@@ -28,9 +28,43 @@ def _settings(args):
 
 
 def _protocol(args):
+    from harness.backbones import list_backbones
     from harness.protocol import find_protocol, load_protocol
 
-    return load_protocol(find_protocol(args.protocol), args.set)
+    p = load_protocol(find_protocol(args.protocol), args.set)
+    args.loaded_protocol = p  # errors from deeper down that name a field are told which file set it
+    if p.backbone.name not in list_backbones():  # before any video is indexed or embedded
+        raise HarnessError(f"unknown backbone '{p.backbone.name}'", where=p.where("backbone.name"), fix=f"use one of: {', '.join(list_backbones())}")
+    return p
+
+
+def _check_methods(names: list[str]) -> None:
+    import methods
+
+    known = methods.list_methods()
+    for name in names:
+        if name not in known:
+            raise HarnessError(f"unknown method '{name}'", where="--method", fix=f"use one of: {', '.join(known)} (or register your own in methods/)")
+
+
+def _check_results_writable(results: Path) -> None:
+    """Fail before any work when the results folder cannot be written (not after an hour of embedding)."""
+    import tempfile
+
+    fix = "pass --results a folder you can write to (it is created if missing), or fix the folder's permissions"
+    existing = results  # the folder itself, or the nearest folder above it that exists (nothing is created here)
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == results else f"would be created under {existing}, which is a file"
+        raise HarnessError(f"results folder {results} {what}", where="--results", fix=fix)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        where = "" if existing == results else f" (it would be created in {existing})"
+        raise HarnessError(f"results folder {results} cannot be written{where}: {e.strerror or e}", where="--results", fix=fix) from None
 
 
 def cmd_quickstart(args) -> int:
@@ -65,7 +99,9 @@ def cmd_run(args) -> int:
     from harness.report import print_summaries
 
     p = _protocol(args)
+    _check_methods(args.method)
     settings = _settings(args)
+    _check_results_writable(settings.results)
     if args.checkpoint and len(args.method) > 1:
         raise HarnessError("--checkpoint names one method's checkpoint, but several --method were given", fix="run one method at a time with --checkpoint")
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
@@ -79,7 +115,9 @@ def cmd_run(args) -> int:
 def cmd_train(args) -> int:
     from harness.train import train
 
-    summary = train(_protocol(args), args.method, _settings(args), resume=args.resume)
+    p = _protocol(args)
+    _check_methods([args.method])
+    summary = train(p, args.method, _settings(args), resume=args.resume)
     print(f"{summary['method']} on {summary['protocol']}: selected step {summary['selected_step']} "
           f"(val accuracy {summary['selected_val_accuracy']:.2f}% on {summary['selected_on']['episodes']} val episodes), "
           f"{summary['train_seconds']} s -> {summary['checkpoint']}")
@@ -144,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--batch-episodes", type=int, default=1000, help="episodes scored per batch; never changes a prediction")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
     common.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="backbone arithmetic when extracting features (bf16: mixed precision for GPUs, cached apart; on CPUs without bf16 units it is far slower)")
-    common.add_argument("--recompute", action="store_true", help="score episodes again even when the same run's results exist")
+    common.add_argument("--recompute", action="store_true", help="score episodes again even when the same run's results exist (train: start again from step 0)")
 
     parser = argparse.ArgumentParser(prog="bench.py", description="Few-shot video classification benchmark harness. With no command: the quickstart.", parents=[common])
     parser.add_argument("--episodes", type=int, default=None, help="episodes per protocol in the quickstart (default: the protocols' 10000)")
@@ -172,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint", help="a method checkpoint to evaluate (default: the one training selected on val)")
     train = with_protocol("train", "meta-train a method on the train split, selecting on val", cmd_train)
     train.add_argument("--method", required=True, help="a registered method with parameters (see `list`)")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this protocol and method")
+    train.add_argument("--resume", action="store_true", help="continue from last.pt, and refuse to replace one of other settings (without it, the same command continues a stopped training too)")
 
     imp = with_protocol("import-checkpoint", "convert a checkpoint of the TRX or STAF reference code", cmd_import_checkpoint)
     imp.add_argument("--from", dest="reference", required=True, choices=["trx", "staf"], help="which reference code saved the file")
@@ -209,12 +247,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _with_protocol_file(e: HarnessError, protocol) -> HarnessError:
+    """An error raised where only the field is known ("field 'backbone.weights'") names the protocol file too."""
+    import re
+
+    field = re.fullmatch(r"field '([^']+)'", e.where or "")
+    if field and protocol is not None:
+        return HarnessError(e.what, where=protocol.where(field.group(1)), fix=e.fix)
+    return e
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except HarnessError as e:
-        print(f"error: {e.message}", file=sys.stderr)
+        print(f"error: {_with_protocol_file(e, getattr(args, 'loaded_protocol', None)).message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished chunks are kept; the same command resumes", file=sys.stderr)

@@ -25,6 +25,7 @@ import numpy as np
 from harness import stats
 from harness.errors import HarnessError
 from harness.files import atomic_write_json
+from harness.locks import file_lock
 
 DEFAULT_RESAMPLES = 9999
 
@@ -89,11 +90,12 @@ def load_run(folder: Path) -> Run:
     if not summary_path.is_file() or not records_path.is_file():
         missing = summary_path if not summary_path.is_file() else records_path
         raise HarnessError(f"no finished run in {folder} ({missing.name} is missing)", fix="evaluate it first: python bench.py run --protocol P --method M")
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise HarnessError(f"summary.json is not JSON ({e.msg})", where=str(summary_path), fix="run the evaluation again") from None
-    records, data = read_records(records_path)
+    with file_lock(folder / ".lock", shared=True):  # a concurrent run replaces the pair under this lock
+        try:
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise HarnessError(f"summary.json is not JSON ({e.msg})", where=str(summary_path), fix="run the evaluation again") from None
+        records, data = read_records(records_path)
     digest = hashlib.sha256(data).hexdigest()
     if summary.get("records_sha256") and summary["records_sha256"] != digest:
         raise HarnessError(

@@ -16,6 +16,7 @@ import torch
 
 import methods
 from harness.backbones import sha256_file
+from harness.backbones.registry import safe_torch_load
 from harness.checkpoints import save_checkpoint
 from harness.errors import HarnessError
 from harness.files import atomic_write_bytes
@@ -30,10 +31,7 @@ def read_reference(path: Path) -> dict[str, torch.Tensor]:
     """The state dict in a reference checkpoint, read without running code, `module.` segments dropped."""
     if not path.is_file():
         raise HarnessError(f"checkpoint file {path} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise HarnessError(f"{path} cannot be loaded safely: {str(e).splitlines()[0]}", fix="only checkpoints of tensors and plain values are read; a file that carries code is refused") from None
+    data = safe_torch_load(path, f"checkpoint file {path}", None, "only checkpoints of tensors and plain values are read; a file that carries code is refused")
     for wrapper in ("model_state_dict", "state_dict"):
         if isinstance(data, dict) and isinstance(data.get(wrapper), dict):
             data = data[wrapper]

@@ -23,7 +23,9 @@ from xml.sax.saxutils import escape
 
 from harness.errors import HarnessError
 from harness.files import atomic_write_bytes, atomic_write_text
+from harness.locks import file_lock
 from harness.reported import reported_for
+from harness.results import LOCK
 
 FORMATS = ("rich", "md", "csv", "json")
 SET_LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -43,17 +45,21 @@ def _records_verified(folder: Path, summary: dict) -> bool | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() == summary["records_sha256"]
 
 
-def collect(results: Path) -> list[tuple[Path, dict]]:
-    """(run folder, summary) of every finished run under <results>/<protocol>/<method>/summary.json."""
+def collect(results: Path) -> list[tuple[Path, dict, bool | None]]:
+    """(run folder, summary, records verified) of the latest finished run of every protocol and method, from
+    <results>/<protocol>/<method>/summary.json (earlier runs are kept in runs/<fingerprint>/, not listed).
+    Each pair is read under the folder's shared lock: never one run's summary beside another's records."""
     results = Path(results)
     if not results.is_dir():
         raise HarnessError(f"results folder {results} does not exist", fix="evaluate something first (python bench.py run ...) or pass --results DIR")
     runs = []
     for path in sorted(results.glob("*/*/summary.json")):
-        try:
-            runs.append((path.parent, json.loads(path.read_text(encoding="utf-8"))))
-        except json.JSONDecodeError as e:
-            raise HarnessError(f"summary.json is not JSON ({e.msg})", where=str(path), fix="run that evaluation again, or remove the folder") from None
+        with file_lock(path.parent / LOCK, shared=True):
+            try:
+                summary = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                raise HarnessError(f"summary.json is not JSON ({e.msg})", where=str(path), fix="run that evaluation again, or remove the folder") from None
+            runs.append((path.parent, summary, _records_verified(path.parent, summary)))
     if not runs:
         raise HarnessError(f"no finished runs in {results} (no <protocol>/<method>/summary.json)", fix="evaluate something first: python bench.py run --protocol P --method M")
     return runs
@@ -64,7 +70,7 @@ def build(results: Path | str = "results") -> dict:
     runs = collect(Path(results))
     protocols: dict[str, dict] = {}
     measured = []
-    for folder, s in runs:
+    for folder, s, verified in runs:
         name = s.get("protocol", folder.parent.name)
         content = s.get("protocol_content") or {}
         col = protocols.setdefault(name, {"name": name, "dataset": (content.get("dataset") or {}).get("name"), "way": content.get("way"),
@@ -86,7 +92,7 @@ def build(results: Path | str = "results") -> dict:
                 "backbone_weights_sha256": backbone.get("weights_sha256"),
                 "checkpoint_sha256": s.get("checkpoint_sha256"),
                 "records_sha256": s.get("records_sha256"),
-                "records_verified": _records_verified(folder, s),
+                "records_verified": verified,
                 "harness_version": versions.get("harness"),
                 "torch_version": versions.get("torch"),
                 "device": s.get("device"),

@@ -1,9 +1,12 @@
 """The road from a protocol to results: dataset -> index -> backbone -> features -> head -> records -> summary."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,8 @@ from harness.episodes import EpisodeSet
 from harness.errors import HarnessError
 from harness.evaluate import embed_pool, evaluate
 from harness.features import FeatureStore
+from harness.files import atomic_write_files
+from harness.locks import file_lock
 from harness.pretrain import PRETRAIN_DEFAULTS, pretrain, pretrained_path
 from harness.protocol import Protocol, canonical_json, dataset_root, resolve_path, split_dir
 from harness.results import RunFolder
@@ -50,6 +55,34 @@ class Settings:
     recompute: bool = False
 
 
+def remove_stale_temporaries(*folders: Path, prefix: str = ".") -> int:
+    """Delete the temporary files (`.<name>.<random>.tmp`, see harness.files) left in `folders` by a writer that
+    was killed between writing and renaming; return how many. Readers never open them, so they are only debris.
+    Call it only while holding the lock that every writer of those files holds: then none of them is being
+    written, and each one is a dead writer's."""
+    removed = 0
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # no such folder yet
+            continue
+        for entry in entries:
+            if entry.name.startswith(prefix) and entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file(follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
+
+
+def subfolders(folder: Path) -> list[Path]:
+    try:
+        return [Path(e.path) for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -69,7 +102,8 @@ def generate_synthetic(root: Path, spec: "synthetic.SyntheticSpec", show_progres
             last[0] = done
 
         try:
-            return synthetic.generate(root, spec, progress=report, workers=workers)
+            with file_lock(root.parent / f".{root.name}.lock", what=f"generating {root}"):  # the second finds it done
+                return synthetic.generate(root, spec, progress=report, workers=workers)
         except ValueError as e:  # a folder that holds something else, or another spec
             raise HarnessError(str(e)) from None
 
@@ -103,21 +137,25 @@ def backbone_for(p: Protocol, s: Settings, pretrain_if_missing: bool = False) ->
         train_index = load_index(p, s, "train")
         path = pretrained_path(s.home, p.backbone.name, p.dataset.name, train_index, p.frames, PRETRAIN_DEFAULTS)
         if not path.is_file():
-            if not pretrain_if_missing:
-                raise HarnessError(
-                    f"backbone '{p.backbone.name}' has not been pretrained for this dataset yet",
-                    where=p.where("backbone.weights"),
-                    fix=f"run `python bench.py pretrain --protocol {p.source}` (the quickstart does it on its own)",
-                )
-            log(f"pretraining backbone '{p.backbone.name}' on the {len(train_index.classes)} train classes ({len(train_index)} videos)")
-            started = time.perf_counter()
-            steps = PRETRAIN_DEFAULTS["epochs"] * -(-len(train_index) // PRETRAIN_DEFAULTS["batch_size"])
-            with progress_bar("pretraining", steps, s.show_progress) as advance:
-                with torch.random.fork_rng():  # the initial weights too come from the pretraining seed
-                    torch.manual_seed(PRETRAIN_DEFAULTS["seed"])
-                    fresh = create_backbone(p.backbone.name)
-                    pretrain(fresh, train_index, p.frames, path, workers=s.workers, log=log, progress=lambda *_: advance(1))
-            log(f"pretrained in {time.perf_counter() - started:.0f} s -> {path}")
+            # one process pretrains; another waits here, then finds the weights file
+            with file_lock(path.with_name(f".{path.name}.lock"), what=f"pretraining backbone '{p.backbone.name}'"):
+                remove_stale_temporaries(path.parent, prefix=f".{path.name}.")  # a killed pretraining's half-written file
+                if not path.is_file():
+                    if not pretrain_if_missing:
+                        raise HarnessError(
+                            f"backbone '{p.backbone.name}' has not been pretrained for this dataset yet",
+                            where=p.where("backbone.weights"),
+                            fix=f"run `python bench.py pretrain --protocol {p.source}` (the quickstart does it on its own)",
+                        )
+                    log(f"pretraining backbone '{p.backbone.name}' on the {len(train_index.classes)} train classes ({len(train_index)} videos)")
+                    started = time.perf_counter()
+                    steps = PRETRAIN_DEFAULTS["epochs"] * -(-len(train_index) // PRETRAIN_DEFAULTS["batch_size"])
+                    with progress_bar("pretraining", steps, s.show_progress) as advance:
+                        with torch.random.fork_rng():  # the initial weights too come from the pretraining seed
+                            torch.manual_seed(PRETRAIN_DEFAULTS["seed"])
+                            fresh = create_backbone(p.backbone.name)
+                            pretrain(fresh, train_index, p.frames, path, workers=s.workers, log=log, progress=lambda *_: advance(1))
+                    log(f"pretrained in {time.perf_counter() - started:.0f} s -> {path}")
     else:
         raise HarnessError(f"backbone '{p.backbone.name}' needs a weights file", where=p.where("backbone.weights"), fix="set backbone.weights to the file you downloaded (the harness never downloads weights)")
     sha = load_weights(model, path, p.backbone.name, ignore=getattr(model, "ignore_weights", ()))
@@ -128,19 +166,27 @@ def features_for(p: Protocol, s: Settings, index: VideoIndex, backbone: torch.nn
     """Backbone maps [N, C, T', H', W'] of every video of the index; extracts only what is missing."""
     store = FeatureStore(s.home, p.backbone.name, weights_sha, p.frames, s.precision)
     rank, size = distributed.world()
-    todo = store.missing(index.videos)[rank::size]  # each process embeds its share; one process: all
-    if todo:
-        started = time.perf_counter()
-        with progress_bar(f"embedding {index.part} videos", len(todo), s.show_progress) as advance:
-            store.extract(todo, backbone, s.device, s.extract_batch, s.workers, progress=advance)
-        seconds = time.perf_counter() - started
-        log(f"embedded {len(todo)} {index.part} videos in {seconds:.1f} s ({len(todo) / max(seconds, 1e-9):.1f} clips/s)")
-    distributed.barrier()
-    if rank == 0:
-        maps = store.load(index.videos)  # rank 0 writes the pack; the others map it once it is there
-    distributed.barrier()
-    if rank != 0:
-        maps = store.load(index.videos)
+    # one job at a time per store: another waits, then finds the features there (rank 0 holds it for its job)
+    with store.locked() if rank == 0 else contextlib.nullcontext():
+        if rank == 0:  # before the other ranks start writing: what is left now was left by a killed process
+            remove_stale_temporaries(store.dir, store.dir / "packs", *subfolders(store.dir / "videos"))
+        distributed.barrier()
+        missing = store.missing(index.videos)
+        todo = missing[rank::size]  # each process embeds its share; one process: all
+        if todo:
+            cached = len(index) - len(missing)  # a stopped extraction resumes from the entries it wrote
+            log(f"embedding {len(todo)} {index.part} videos" + (f" ({cached} are in the feature store already)" if cached else ""))
+            started = time.perf_counter()
+            with progress_bar(f"embedding {index.part} videos", len(todo), s.show_progress) as advance:
+                store.extract(todo, backbone, s.device, s.extract_batch, s.workers, progress=advance)
+            seconds = time.perf_counter() - started
+            log(f"embedded {len(todo)} {index.part} videos in {seconds:.1f} s ({len(todo) / max(seconds, 1e-9):.1f} clips/s)")
+        distributed.barrier()
+        if rank == 0:
+            maps = store.load(index.videos)  # rank 0 writes the pack; the others map it once it is there
+        distributed.barrier()
+        if rank != 0:
+            maps = store.load(index.videos)
     return maps, store, len(todo)
 
 
@@ -198,6 +244,27 @@ def head_for(p: Protocol, method: str, s: Settings, feature_shape: tuple, weight
     return head, sha256_file(path)
 
 
+def complete_interrupted_finish(folder: RunFolder) -> None:
+    """Finish what a process killed inside RunFolder.finish left undone, for a run whose own copy
+    (runs/<fingerprint>/) is complete: make it the top-level pair if that pair is missing or older than it
+    (finish writes the run's copy first, so a kill between the two leaves the top-level pair behind; a run that
+    finished later keeps it), and drop the run's chunks if their removal was cut short."""
+    own_summary, top_summary = folder.run_dir / "summary.json", folder.dir / "summary.json"
+    with folder.locked():
+        try:
+            top = json.loads(top_summary.read_bytes())
+            top_ns = top_summary.stat().st_mtime_ns
+        except (OSError, ValueError):
+            top, top_ns = None, -1
+        ours = isinstance(top, dict) and top.get("run_fingerprint") == folder.fingerprint
+        if not ours and own_summary.is_file() and own_summary.stat().st_mtime_ns > top_ns:
+            atomic_write_files({folder.dir / "episodes.jsonl": (folder.run_dir / "episodes.jsonl").read_bytes(), top_summary: own_summary.read_bytes()})
+        if folder.parts.exists():
+            shutil.rmtree(folder.parts, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                folder.parts.parent.rmdir()  # only when no other run is writing chunks here
+
+
 def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = None, head: torch.nn.Module | None = None, checkpoint: Path | None = None) -> dict:
     """Evaluate one method on the protocol's test episodes; write records and summary; return the summary."""
     if head is None and method not in methods.list_methods():
@@ -220,11 +287,16 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
         canonical_json({"protocol": p.sha256, "episodes": episodes.sha256, "method": method, "config": method_config, "checkpoint": checkpoint_sha256, "weights": weights_sha, "features": store.key}).encode()
     ).hexdigest()[:16]
     folder = RunFolder(s.results, p.name, method, fingerprint)
+    with folder.locked():  # every writer of the folder holds this lock: a temporary file there now is a killed writer's
+        remove_stale_temporaries(folder.dir, *subfolders(folder.run_dir.parent), *subfolders(folder.parts.parent))
     finished = folder.finished_run(fingerprint)
     if finished is not None and not s.recompute:
+        complete_interrupted_finish(folder)
         log(f"{method} on {p.name}: results of this very run are already there (use --recompute to score again)")
-        return {**finished, "records_path": str(folder.dir / "episodes.jsonl")}
+        return {**finished, "records_path": str(folder.records_path)}
     done = {start: folder.read_chunk(path) for start, path in folder.finished_chunks().items()}
+    resumed = sum(len(chunk) for chunk in done.values())
+    log(f"{method} on {p.name}: scoring {len(episodes) - resumed} episodes" + (f" ({resumed} were scored before a stop)" if resumed else ""))
 
     t = time.perf_counter()
     reps = embed_pool(head, maps, s.device)
@@ -269,5 +341,5 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
     summary["records_sha256"] = folder.finish(records, summary)
-    summary["records_path"] = str(folder.dir / "episodes.jsonl")
+    summary["records_path"] = str(folder.records_path)
     return summary

@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import os
 
 import typing
@@ -168,8 +169,10 @@ def load_protocol(path: str | os.PathLike, overrides: list[str] | None = None) -
 def _read_yaml(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise HarnessError(f"cannot read protocol file {path}: {e}") from None
+    except OSError as e:
+        raise HarnessError(f"cannot read protocol file {path}: {e.strerror or e}", fix="check the path and its permissions") from None
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"protocol file {path} is not UTF-8 text (byte {e.start})", fix="save the file as UTF-8 text") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -194,7 +197,7 @@ def _read_with_includes(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict
     if isinstance(includes, str):
         includes = [includes]
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
-        raise HarnessError("'include' must be a file name or a list of file names", where=f"{path}, field 'include'")
+        raise HarnessError("'include' must be a file name or a list of file names", where=f"{path}, field 'include'", fix="write e.g. include: base-synthetic.yaml")
     merged: dict = {}
     origins: dict = {}
     for inc in includes:
@@ -249,7 +252,9 @@ def _apply_override(data: dict, origins: dict, text: str) -> None:
 def _build(cls, data, prefix: str, origins: dict, source: str):
     """Turn nested plain data into the dataclass `cls`, checking names and types on the way."""
     if not isinstance(data, dict):
-        raise HarnessError(f"expected a section of fields, got {type(data).__name__} {data!r}", where=_where(origins, source, prefix.rstrip(".")))
+        name = prefix.rstrip(".")
+        example = {"dataset": "dataset: {root: /data/hmdb51}", "dataset.splits": "splits: {test: testlist.txt}", "frames": "frames: {count: 8}", "backbone": "backbone: {name: r3d50, weights: FILE}", "train": "train: {steps: 100}"}.get(name, f"{name}: {{field: value}}")
+        raise HarnessError(f"expected a section of fields, got {type(data).__name__} {data!r}", where=_where(origins, source, name), fix=f"write the fields of '{name}' under it, e.g. {example}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("source", "origins")}
     kwargs = {}
@@ -273,15 +278,17 @@ def _convert(hint, value, dotted: str, origins: dict, source: str):
     origin = typing.get_origin(hint)
     if hint is bool:
         if not isinstance(value, bool):
-            raise HarnessError(f"expected true or false, got {value!r}", where=where)
+            raise HarnessError(f"expected true or false, got {value!r}", where=where, fix="write true or false, without quotes")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise HarnessError(f"expected a whole number, got {value!r}", where=where)
+            raise HarnessError(f"expected a whole number, got {value!r}", where=where, fix="write a whole number without quotes or a decimal point, e.g. 5")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise HarnessError(f"expected a number, got {value!r}", where=where)
+            raise HarnessError(f"expected a number, got {value!r}", where=where, fix="write a number without quotes, e.g. 0.001")
+        if not math.isfinite(value):
+            raise HarnessError(f"expected a finite number, got {value!r}", where=where, fix="write a finite number (.nan and .inf are not values a protocol can use)")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -294,7 +301,7 @@ def _convert(hint, value, dotted: str, origins: dict, source: str):
         return tuple(_convert(item, v, f"{dotted}[{i}]", origins, source) for i, v in enumerate(value))
     if hint is dict or origin is dict:
         if not isinstance(value, dict):
-            raise HarnessError(f"expected a section of name: settings, got {value!r}", where=where)
+            raise HarnessError(f"expected a section of name: settings, got {value!r}", where=where, fix="write e.g. methods: {staf: {alpha: 1.0}}")
         return value
     raise TypeError(f"protocol field {dotted} has an unsupported type {hint}")  # a bug in this file, not user input
 

@@ -1,15 +1,15 @@
 """`python bench.py`: the embedded benchmark end to end on a fresh machine, no downloads.
 
 Generate the synthetic dataset if missing, pretrain the backbone if missing, embed each video once, train
-every method that has parameters when it has no checkpoint (selecting on val), evaluate every registered
-method on synthetic-5w1s and synthetic-5w5s, print the table.
+every method that has parameters (selecting on val) unless its training has finished, evaluate every
+registered method on synthetic-5w1s and synthetic-5w5s, print the table. A stopped quickstart resumes each
+of these steps where it stopped, with the same command.
 """
 from __future__ import annotations
 
 import time
 
 import methods
-from harness.checkpoints import checkpoint_dir
 from harness.console import log
 from harness.pipeline import Settings, backbone_for, run_method
 from harness.protocol import find_protocol, load_protocol
@@ -26,9 +26,9 @@ def quickstart(s: Settings, episodes: int | None = None) -> list[dict]:
     summaries = []
     for p in protocols:
         for name in methods.list_methods():
-            if methods.get(name).trainable and not (checkpoint_dir(s.home, p.name, name) / "best.pt").is_file():
+            if methods.get(name).trainable:  # trains, resumes a stopped training, or finds it finished
                 trained = train(p, name, s)
-                log(f"trained {name} for {p.name} in {trained['train_seconds']} s (selected step {trained['selected_step']}, val {trained['selected_val_accuracy']:.2f}%)")
+                log(f"{name} for {p.name}: selected step {trained['selected_step']} (val {trained['selected_val_accuracy']:.2f}%)")
             summaries.append(run_method(p, name, s, n_episodes=episodes))
     print_summaries(summaries)
     log(f"quickstart finished in {time.perf_counter() - started:.1f} s")

@@ -1,11 +1,18 @@
-"""Results on disk: one JSON line per episode and a run summary, written atomically, resumable.
+"""Results on disk: one JSON line per episode and a run summary, written atomically, resumable, never lost.
 
-    <results>/<protocol>/<method>/episodes.jsonl   one record per episode, in episode order
-    <results>/<protocol>/<method>/summary.json     accuracy, intervals, provenance, timings
-    <results>/<protocol>/<method>/.parts/<run>/    finished chunks of a run still going (or killed)
+    <results>/<protocol>/<method>/runs/<fingerprint>/   every finished run: episodes.jsonl and summary.json
+    <results>/<protocol>/<method>/episodes.jsonl        the latest finished run's records (a copy) ...
+    <results>/<protocol>/<method>/summary.json          ... and its summary: what leaderboard and compare read
+    <results>/<protocol>/<method>/.parts/<run>/         finished chunks of a run still going (or killed)
+    <results>/<protocol>/<method>/.lock                 locked while the top-level pair or the chunks change
 
 Records hold nothing that changes from run to run (no times, no absolute paths), so the same protocol,
 method and weights give byte-identical episodes.jsonl.
+
+Concurrent runs: runs of one protocol and method that differ (another --episodes, checkpoint, weights: another
+fingerprint) each keep their own runs/<fingerprint>/; the top-level pair is replaced under an exclusive lock,
+by whichever finishes last, and readers that take the shared lock never see one run's records beside another's
+summary. Two identical runs write identical records. Chunk writes and their removal take the same lock.
 """
 from __future__ import annotations
 
@@ -14,7 +21,11 @@ import json
 import shutil
 from pathlib import Path
 
-from harness.files import atomic_write_bytes, atomic_write_json
+from harness.files import atomic_write_bytes, atomic_write_files, json_bytes
+from harness.locks import file_lock
+
+RUNS = "runs"
+LOCK = ".lock"
 
 
 def record_line(record: dict) -> str:
@@ -24,7 +35,18 @@ def record_line(record: dict) -> str:
 class RunFolder:
     def __init__(self, results: Path, protocol: str, method: str, fingerprint: str):
         self.dir = results / protocol / method
+        self.fingerprint = fingerprint
+        self.run_dir = self.dir / RUNS / fingerprint
         self.parts = self.dir / ".parts" / fingerprint
+
+    @property
+    def records_path(self) -> Path:
+        """This run's own records (the top-level episodes.jsonl may become a later run's)."""
+        return self.run_dir / "episodes.jsonl"
+
+    def locked(self, shared: bool = False):
+        """The folder's lock: exclusive to change the top-level pair or the chunks, shared to read the pair."""
+        return file_lock(self.dir / LOCK, shared=shared, what=f"results of {self.dir.parent.name}/{self.dir.name}")
 
     def finished_chunks(self) -> dict[int, Path]:
         """Chunks of this very run (same fingerprint) that were written before it stopped."""
@@ -33,38 +55,74 @@ class RunFolder:
         return {int(p.stem): p for p in self.parts.glob("*.jsonl")}
 
     def write_chunk(self, start: int, records: list[dict]) -> None:
-        atomic_write_bytes(self.parts / f"{start:09d}.jsonl", "".join(record_line(r) for r in records).encode())
+        data = "".join(record_line(r) for r in records).encode()
+        with self.locked():  # not while an identical run that finished removes the folder
+            atomic_write_bytes(self.parts / f"{start:09d}.jsonl", data)
 
     def read_chunk(self, path: Path) -> list[dict]:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-    def finished_run(self, fingerprint: str) -> dict | None:
-        """The summary of a finished run with this fingerprint, if its records are intact."""
-        summary_path, records_path = self.dir / "summary.json", self.dir / "episodes.jsonl"
-        if not (summary_path.is_file() and records_path.is_file()):
-            return None
+        """A chunk's records; [] when it is gone (an identical run finished and dropped the chunks) or
+        unreadable, and then evaluation scores it again."""
         try:
-            summary = read_summary(summary_path)
+            return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
         except (OSError, ValueError):
+            return []
+
+    def finished_run(self, fingerprint: str | None = None) -> dict | None:
+        """The summary of the finished run with this fingerprint, if its records are intact: its own copy in
+        runs/<fingerprint>/, or a top-level pair written before runs/ existed (then copied there). A damaged
+        copy of this run's records anywhere gives None: the run is scored again, never served damaged."""
+        fingerprint = fingerprint or self.fingerprint
+        run_dir = self.dir / RUNS / fingerprint
+        with self.locked(shared=True):
+            own, top = _finished(run_dir, fingerprint), _finished(self.dir, fingerprint)
+        if own is False or top is False:
             return None
-        if summary.get("run_fingerprint") != fingerprint:
+        if own is not None:
+            return own[0]
+        if top is None:
             return None
-        if hashlib.sha256(records_path.read_bytes()).hexdigest() != summary.get("records_sha256"):
-            return None  # damaged or edited records: score again
-        return summary
+        with self.locked():  # an older layout: keep this run in runs/ too, so that a later run cannot replace it
+            top = _finished(self.dir, fingerprint)
+            if not top:
+                return None
+            atomic_write_files({run_dir / "episodes.jsonl": top[1], run_dir / "summary.json": top[2]})
+        return top[0]
 
     def finish(self, records: list[dict], summary: dict) -> str:
-        """Write episodes.jsonl and summary.json (records first); drop the chunks. Returns the records' SHA-256."""
+        """Write this run's episodes.jsonl and summary.json in runs/<fingerprint>/, then make them the top-level
+        pair (the latest finished run), under the folder's lock; drop the chunks. Returns the records' SHA-256."""
         data = "".join(record_line(r) for r in records).encode()
         digest = hashlib.sha256(data).hexdigest()
-        atomic_write_bytes(self.dir / "episodes.jsonl", data)
-        atomic_write_json(self.dir / "summary.json", {**summary, "records_sha256": digest})
-        shutil.rmtree(self.parts, ignore_errors=True)
-        try:
-            self.parts.parent.rmdir()  # only when no other run is writing chunks here
-        except OSError:
-            pass
+        summary_data = json_bytes({**summary, "records_sha256": digest})
+        with self.locked():
+            for folder in (self.run_dir, self.dir):
+                # both or neither: a full disk while writing the summary must not leave new records beside an old summary
+                atomic_write_files({folder / "episodes.jsonl": data, folder / "summary.json": summary_data})
+            shutil.rmtree(self.parts, ignore_errors=True)
+            try:
+                self.parts.parent.rmdir()  # only when no other run is writing chunks here
+            except OSError:
+                pass
         return digest
+
+
+def _finished(folder: Path, fingerprint: str) -> tuple[dict, bytes, bytes] | bool | None:
+    """(summary, records bytes, summary bytes) when `folder` holds the run `fingerprint` intact; False when it
+    holds that run with damaged or missing records; None when it holds no such run."""
+    try:
+        summary_data = (folder / "summary.json").read_bytes()
+        summary = json.loads(summary_data)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("run_fingerprint") != fingerprint:
+        return None
+    try:
+        records = (folder / "episodes.jsonl").read_bytes()
+    except OSError:
+        return False
+    if hashlib.sha256(records).hexdigest() != summary.get("records_sha256"):
+        return False  # damaged or edited records: score again
+    return summary, records, summary_data
 
 
 def read_summary(path: Path) -> dict:

@@ -3,17 +3,22 @@
 Each optimizer step accumulates the gradients of `tasks_per_batch` training episodes; training episode i is
 episode i of its own seeded set, so a resumed run sees exactly the episodes an uninterrupted one would.
 Every `val_every` steps a fixed set of val episodes is scored; the best is kept as best.pt, and last.pt
-holds everything needed to resume (weights, optimizer, schedule, random state, log).
+holds everything needed to resume (weights, optimizer, schedule, the CPU's and the GPU's random state, log).
+
+A stopped or killed training resumes from last.pt when the same command runs again, and reaches the bytes of
+an uninterrupted one (best.pt, last.pt, train_log.jsonl); a finished one is not trained again.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from rich.markup import escape
 
 import methods
 from harness.checkpoints import checkpoint_dir, load_checkpoint, save_checkpoint
@@ -23,7 +28,8 @@ from harness.errors import HarnessError
 from harness.evaluate import embed_pool, evaluate
 from harness.files import atomic_write_json, atomic_write_text
 from harness.data.clips import augment, jittered_indices, load_clip, read_frames
-from harness.pipeline import Settings, backbone_for, features_for, load_index, state_sha256
+from harness.locks import file_lock
+from harness.pipeline import Settings, backbone_for, features_for, load_index, remove_stale_temporaries, state_sha256
 from harness.protocol import Protocol
 from harness.results import record_line
 from methods import feature_view
@@ -84,15 +90,59 @@ def _backbone_payload(backbone, name: str, base_sha: str) -> dict:
     return {"backbone_state": state, "backbone": {"name": name, "weights_sha256": state_sha256(state), "base_weights_sha256": base_sha}}
 
 
+#: what identifies a training run: a last.pt that agrees on all of these is the same run, stopped
+RUN_IDENTITY = ("method", "method_config", "protocol_sha256", "num_train_classes", "train_settings")
+
+
+def _base_weights(backbone: dict) -> str | None:
+    """The SHA-256 of the backbone weights a run started from (a fine-tuned one records them apart)."""
+    return backbone.get("base_weights_sha256", backbone.get("weights_sha256")) if isinstance(backbone, dict) else None
+
+
+def _differences(saved: dict, common: dict) -> list[str]:
+    """The fields in which a saved training state (last.pt, summary.json) is not of the run `common` describes."""
+    diff = [k for k in RUN_IDENTITY if saved.get(k) != common[k]]
+    if _base_weights(saved.get("backbone")) != common["backbone"]["weights_sha256"]:
+        diff.append("backbone weights")
+    return diff
+
+
+def _log_lines(history: list[dict]) -> str:
+    return "".join(record_line(h) for h in history)
+
+
+def _finished_summary(out: Path, common: dict, state: dict) -> dict | None:
+    """The summary of this very run when it has finished (summary.json written after its last step)."""
+    try:
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or _differences(summary, common) or summary.get("selected_step") != state["best"]["step"]:
+        return None
+    return summary
+
+
 def train(p: Protocol, method: str, s: Settings, resume: bool = False, out: Path | None = None) -> dict:
-    """Train `method` under protocol `p`; return the training summary (what was selected, on what)."""
+    """Train `method` under protocol `p`; return the training summary (what was selected, on what).
+
+    A stopped run of the very same training (its last.pt agrees on protocol, method, settings and backbone
+    weights) is resumed, and a finished one is not trained again (`s.recompute` starts again from step 0).
+    `resume=True` (`--resume`) insists: a last.pt of another run is an error instead of being replaced."""
     head_cls = methods.get(method)
     if not getattr(head_cls, "trainable", False):
         raise HarnessError(f"method '{method}' has nothing to train", fix=f"evaluate it directly: python bench.py run --protocol {p.source} --method {method}")
+    if resume and s.recompute:
+        raise HarnessError("--resume continues a stopped training and --recompute starts it again: pass one of them")
     t = resolve_train_settings(p, head_cls)
     out = out or checkpoint_dir(s.home, p.name, method)
-    started = time.perf_counter()
+    # one training per folder at a time: a second process waits, then resumes or finds the run finished
+    with file_lock(out / ".lock", what=f"training {method} on {p.name}"):
+        remove_stale_temporaries(out)  # under the lock, so left by a killed process
+        return _train(p, method, s, t, resume, out)
 
+
+def _train(p: Protocol, method: str, s: Settings, t: dict, resume: bool, out: Path) -> dict:
+    started = time.perf_counter()
     finetune = t["finetune_backbone"]
     backbone, weights_sha, _ = backbone_for(p, s, pretrain_if_missing=True)
     train_index, val_index = load_index(p, s, "train"), load_index(p, s, "val")
@@ -128,21 +178,6 @@ def train(p: Protocol, method: str, s: Settings, resume: bool = False, out: Path
         backbone.train()
         return feature_view(backbone(clips.to(s.device)), head.view)
 
-    step, best, history = 0, {"val_accuracy": -1.0, "step": 0}, []
-    last_path = out / "last.pt"
-    if resume and last_path.is_file():
-        state = load_checkpoint(last_path)
-        if state["protocol_sha256"] != p.sha256 or state["method"] != method:
-            raise HarnessError(f"{last_path} was written for another protocol or method", fix="train without --resume to start again, or pass the protocol it was trained with")
-        head.load_state_dict(state["state_dict"])
-        if finetune:
-            backbone.load_state_dict(state["backbone_state"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["rng"])
-        step, best, history = state["step"], state["best"], state["history"]
-        log(f"resuming {method} at step {step} of {t['steps']}")
-
     common = {
         "method": method,
         "method_config": head.config(),
@@ -152,6 +187,48 @@ def train(p: Protocol, method: str, s: Settings, resume: bool = False, out: Path
         "num_train_classes": len(train_index.classes),
         "train_settings": t,
     }
+    step, best, history = 0, {"val_accuracy": -1.0, "step": 0}, []
+    last_path = out / "last.pt"
+    state = None
+    if last_path.is_file() and not s.recompute:
+        try:
+            state = load_checkpoint(last_path)
+            diff = _differences(state, common)
+        except HarnessError as e:
+            if resume:
+                raise
+            log(f"[yellow]{escape(str(last_path))} cannot be resumed from ({escape(e.what)}); training starts again[/]")
+            state, diff = None, []
+        if diff:
+            if resume:
+                raise HarnessError(
+                    f"{last_path} was written for another run ({', '.join(diff)} differ)",
+                    fix="train without --resume to start again, or pass the protocol and settings it was trained with",
+                )
+            log(f"[yellow]{escape(str(last_path))} holds a training of other settings ({', '.join(diff)} differ); it is replaced by this one[/]")
+            state = None
+    if state is not None:
+        head.load_state_dict(state["state_dict"])
+        if finetune:
+            backbone.load_state_dict(state["backbone_state"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["rng"])
+        if s.device.type == "cuda" and "cuda_rng" in state:  # dropout on a GPU draws from the GPU's generator
+            torch.cuda.set_rng_state(state["cuda_rng"], s.device)
+        step, best, history = state["step"], state["best"], state["history"]
+        if step >= t["steps"]:
+            finished = _finished_summary(out, common, state)
+            if finished is not None:
+                if _read_bytes(out / "train_log.jsonl") != _log_lines(history).encode():
+                    atomic_write_text(out / "train_log.jsonl", _log_lines(history))
+                log(f"{method} on {p.name} is trained already: step {step} of {t['steps']} (use --recompute to train again)")
+                return finished
+        log(f"resuming {method} at step {step} of {t['steps']}")
+    else:
+        log(f"training {method} on {p.name}: {t['steps']} steps")
+    resumed_from = step
+
     with progress_bar(f"training {method}", t["steps"] - step, s.show_progress) as advance:
         while step < t["steps"]:
             head.train()
@@ -189,20 +266,31 @@ def train(p: Protocol, method: str, s: Settings, resume: bool = False, out: Path
                     best = {"val_accuracy": entry["val_accuracy"], "step": step}
                     save_checkpoint(out / "best.pt", {**common, **tuned, "state_dict": head.state_dict(), "step": step, "val_accuracy": entry["val_accuracy"]})
                 history.append(entry)
-                save_checkpoint(last_path, {**common, **tuned, "state_dict": head.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(), "rng": torch.get_rng_state(), "step": step, "best": best, "history": history})
-                atomic_write_text(out / "train_log.jsonl", "".join(record_line(h) for h in history))
+                rng = {"rng": torch.get_rng_state(), **({"cuda_rng": torch.cuda.get_rng_state(s.device)} if s.device.type == "cuda" else {})}
+                save_checkpoint(last_path, {**common, **tuned, "state_dict": head.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(), **rng, "step": step, "best": best, "history": history})
+                atomic_write_text(out / "train_log.jsonl", _log_lines(history))
                 log(f"{method} step {step}/{t['steps']}: loss {entry['loss']:.4f}, val accuracy {entry['val_accuracy']:.2f}% (best {best['val_accuracy']:.2f}% at step {best['step']})")
             else:
                 history.append(entry)
 
+    # again after the loop: a run stopped after its last last.pt but before this log resumes with no step to do
+    atomic_write_text(out / "train_log.jsonl", _log_lines(history))
     summary = {
         **common,
         "selected_step": best["step"],
         "selected_val_accuracy": best["val_accuracy"],
         "selected_on": {"part": "val", "episodes": t["val_episodes"], "seed": t["val_seed"], "episode_set_sha256": val_episodes.sha256},
         "train_episode_seed": t["seed"],
+        "resumed_from_step": resumed_from,
         "train_seconds": round(time.perf_counter() - started, 1),
         "checkpoint": str(out / "best.pt"),
     }
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -40,22 +41,41 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def safe_torch_load(path: Path, what: str, where: str | None, code_fix: str):
+    """torch.load(weights_only=True), with the three ways it fails told apart: the file cannot be read, it
+    carries code (refused without running it), or it is damaged / not a PyTorch file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e:
+        raise HarnessError(f"{what} cannot be read: {e.strerror or e}", where=where, fix="check the path and its permissions") from None
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError or others for files it refuses
+        text = str(e)
+        code = re.search(r"GLOBAL ([\w.]+)", text)
+        if code:  # torch's own advice (load it with weights_only=False) is exactly what must not be done
+            raise HarnessError(f"{what} cannot be loaded safely: it asks for '{code.group(1)}', which could run code; it was refused without running anything", where=where, fix=code_fix) from None
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        detail = [line for line in lines if not line.lower().startswith(("weights only load failed", "check the documentation", "please file an issue"))]
+        reason = (detail or lines or [type(e).__name__])[0].removeprefix("WeightsUnpickler error:").strip() or type(e).__name__
+        if len(reason) > 100:  # miniz's explanation runs on for several sentences
+            reason = reason.split(". ")[0]
+        raise HarnessError(
+            f"{what} cannot be loaded safely: it is damaged or not a PyTorch file ({reason})",
+            where=where,
+            fix="download or copy the file again (a partial download is the usual cause) and compare its sha256sum with the published one",
+        ) from None
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of a weight file, refusing anything that would run code on load (weights_only)."""
+    where = "field 'backbone.weights'"
     if not path.is_file():
-        raise HarnessError(f"weights file {path} does not exist", where="field 'backbone.weights'", fix="pass the path of a weight file you downloaded; the harness never downloads weights")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError or others for files it refuses
-        raise HarnessError(
-            f"weights file {path} cannot be loaded safely: {str(e).splitlines()[0]}",
-            where="field 'backbone.weights'",
-            fix="pass a plain PyTorch state dict (torch.save(model.state_dict())); files that carry code are refused",
-        ) from None
+        what = f"weights file {path} is not a file" if path.exists() else f"weights file {path} does not exist"
+        raise HarnessError(what, where=where, fix="set backbone.weights (or --set backbone.weights=FILE) to a weight file you downloaded; the harness never downloads weights")
+    obj = safe_torch_load(path, f"weights file {path}", where, "pass a plain PyTorch state dict (torch.save(model.state_dict())); files that carry code are refused")
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise HarnessError(f"weights file {path} holds no state dict of tensors", where="field 'backbone.weights'")
+        raise HarnessError(f"weights file {path} holds no state dict of tensors", where=where, fix="pass a file saved with torch.save(model.state_dict()), or a checkpoint whose 'state_dict' is one")
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
 from harness.data.index import Video
 from harness.data.sources import open_source
+from harness.errors import HarnessError
 from harness.protocol import FramesSpec
 
 
@@ -75,15 +76,45 @@ class ClipDataset(Dataset):
         return len(self.videos)
 
     def __getitem__(self, i: int):
-        return i, load_clip(self.videos[i], self.spec)
+        try:
+            return i, load_clip(self.videos[i], self.spec)
+        except HarnessError as e:
+            if get_worker_info() is None:
+                raise
+            # a DataLoader worker cannot hand a HarnessError to the main process (it re-raises the type with
+            # the worker's traceback as its text): carry the error as data, raised again by _ClipLoader
+            return i, _Failure(e.what, e.where, e.fix)
+
+
+class _Failure:
+    """A HarnessError met in a DataLoader worker, on its way to the main process."""
+
+    def __init__(self, what: str, where: str | None, fix: str | None):
+        self.what, self.where, self.fix = what, where, fix
+
+
+def _collate(batch):
+    failed = next((x for _, x in batch if isinstance(x, _Failure)), None)
+    return failed if failed is not None else default_collate(batch)
+
+
+class _ClipLoader(DataLoader):
+    """A DataLoader that raises a worker's HarnessError in the main process, as it would be without workers."""
+
+    def __iter__(self):
+        for item in super().__iter__():
+            if isinstance(item, _Failure):
+                raise HarnessError(item.what, where=item.where, fix=item.fix)
+            yield item
 
 
 def clip_loader(videos: list[Video], spec: FramesSpec, batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:
-    return DataLoader(
+    return _ClipLoader(
         ClipDataset(videos, spec),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
         pin_memory=pin_memory,
         persistent_workers=False,
+        collate_fn=_collate,
     )

@@ -230,6 +230,7 @@ def build_index(
         else:
             raise HarnessError(
                 f"data root {root} is neither a folder nor a .zip file" if root.exists() else f"data root {root} does not exist",
+                where="field 'dataset.root'",  # the command line adds the protocol file that set it
                 fix="set dataset.root in the protocol (or --set dataset.root=PATH) to the folder holding <class>/<video>/<frames>.jpg or <class>/<video>.mp4, or to a .zip of frame folders",
             )
     except SourceError as e:
@@ -284,10 +285,14 @@ def build_index(
     if problems and bad_videos == "error":
         listing = "\n".join(f"    {p['video']}: {p['reason']}" for p in problems[:20])
         more = f"\n    ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        reasons = {p["reason"].split(":")[0] for p in problems}
+        todo = "extract (again) the videos listed"
+        if "too short" in reasons:
+            todo += f", or lower frames.count (now {min_frames}) if short videos are expected"
         raise HarnessError(
             f"{len(problems)} of {len(entries)} videos listed in {split_file} cannot be used:\n{listing}{more}",
             where=where,
-            fix="extract the missing videos, or set dataset.bad_videos: exclude to leave them out (the exclusion is recorded in the results)",
+            fix=f"{todo}, or set dataset.bad_videos: exclude to leave them out (the exclusion is recorded in the results)",
         )
     classes = sorted({v.class_name for v in found})
     position = {c: i for i, c in enumerate(classes)}

@@ -31,6 +31,7 @@ Nothing is cached between runs.
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -49,6 +50,9 @@ FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv")
 
 FRAMES, ZIP, FILE = "frames", "zip", "file"  # Video.kind
+
+#: read-time damage: the index (and so dataset.bad_videos) never saw it
+_AFTER_INDEXING = " (damage inside a file shows only when it is decoded, after indexing, so dataset.bad_videos: exclude cannot leave it out)"
 
 
 class SourceError(Exception):
@@ -227,8 +231,14 @@ class VideoSource(ABC):
             try:
                 frames.append(decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB))
             except (RuntimeError, OSError) as e:
-                raise HarnessError(f"frame {name} cannot be decoded: {e}", where=f"video {self.video.key}", fix="re-extract the frames of this video, or set dataset.bad_videos: exclude") from None
+                raise HarnessError(f"frame {name} cannot be decoded: {_decoder_reason(e)}", where=f"video {self.video.key}", fix="re-extract the frames of this video" + _AFTER_INDEXING) from None
         return _stack(frames, self.video, self.where)
+
+
+def _decoder_reason(e: Exception) -> str:
+    """torchvision's decoder errors start with 'function, /path/of/its/source.cpp:LINE, ': keep the reason."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return re.sub(r"^\w+, \S+:\d+, ", "", text) or text
 
 
 def _stack(frames: list[torch.Tensor], video: Video, where: str) -> torch.Tensor:
@@ -252,7 +262,7 @@ class FrameFolderSource(VideoSource):
             try:
                 blobs.append((str(path), path.read_bytes()))
             except OSError as e:
-                raise HarnessError(f"frame {path} cannot be read: {e.strerror}", where=f"video {self.video.key}", fix="re-extract the frames of this video, or set dataset.bad_videos: exclude") from None
+                raise HarnessError(f"frame {path} cannot be read: {e.strerror}", where=f"video {self.video.key}", fix="check the file's permissions and the disk, or re-extract the frames of this video") from None
         return self._decode_images(blobs)
 
 
@@ -276,7 +286,7 @@ class ZipFramesSource(VideoSource):
             try:
                 blobs.append((f"{self.video.path}:{name}", tree.zip.read(tree.infos[name])))
             except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:  # a CRC mismatch is BadZipFile
-                raise HarnessError(f"zip member {name} is corrupt: {e}", where=f"video {self.video.key}", fix="repack the zip from intact frames, or set dataset.bad_videos: exclude") from None
+                raise HarnessError(f"zip member {name} is corrupt: {e}", where=f"video {self.video.key}", fix="repack the zip from intact frames" + _AFTER_INDEXING) from None
         return self._decode_images(blobs)
 
 
@@ -289,7 +299,7 @@ class VideoFileSource(VideoSource):
         wanted = set(positions)
         kept: dict[int, np.ndarray] = {}
         count = 0
-        fix = "re-encode the video (e.g. ffmpeg -i IN -c:v libx264 -crf 18 OUT.mp4) or extract its frames, or set dataset.bad_videos: exclude"
+        fix = "re-encode the video (e.g. ffmpeg -i IN -c:v libx264 -crf 18 OUT.mp4) or extract its frames" + _AFTER_INDEXING
         try:
             with av.open(str(self.video.path)) as container:
                 stream = container.streams.video[0]

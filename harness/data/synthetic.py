@@ -562,7 +562,8 @@ def _claim_folder(root: Path, spec: SyntheticSpec) -> None:
     if root.exists() and not root.is_dir():
         raise ValueError(f"{root} is a file, not a folder; choose another --out for the synthetic dataset")
     marker = root / PARTIAL_MARKER
-    if root.is_dir() and any(root.iterdir()):
+    # the marker's staging file alone is what a run killed while marking a new folder leaves: the folder is ours
+    if root.is_dir() and any(e.name != marker.name + ".tmp" for e in root.iterdir()):
         if (root / METADATA_NAME).exists():
             found = _describe(_read_json(root / METADATA_NAME))
             raise ValueError(
@@ -582,7 +583,7 @@ def _claim_folder(root: Path, spec: SyntheticSpec) -> None:
             )
         return  # our own unfinished run with the same settings: resume it
     root.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(_spec_record(spec), indent=2) + "\n", encoding="utf-8")
+    _write_text_atomic(marker, json.dumps(_spec_record(spec), indent=2) + "\n")  # never half a marker
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
