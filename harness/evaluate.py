@@ -47,19 +47,23 @@ def score_episodes(head: Head, reps: torch.Tensor, episodes: EpisodeSet, ids: np
         predictions.append(logits.argmax(dim=-1))  # [n, Q]
     predictions = torch.cat(predictions).cpu().numpy()  # [E, Q]
     index = episodes.index
+    names, keys = index.classes, [v.key for v in index.videos]
+    correct = predictions == b.query_labels  # [E, Q]
+    accuracy = correct.mean(axis=1).tolist()  # exact: a few small integers over Q
+    classes, support, query = b.classes.tolist(), b.support.tolist(), b.query.tolist()
+    labels, predicted, hits = b.query_labels.tolist(), predictions.tolist(), correct.astype(int).tolist()
     records = []
-    for e, i in enumerate(b.ids):
-        correct = predictions[e] == b.query_labels[e]
+    for e, i in enumerate(b.ids.tolist()):
         records.append(
             {
-                "episode": int(i),
-                "classes": [index.classes[c] for c in b.classes[e]],
-                "support": [index.videos[v].key for v in b.support[e]],
-                "query": [index.videos[v].key for v in b.query[e]],
-                "query_labels": b.query_labels[e].tolist(),
-                "predictions": predictions[e].tolist(),
-                "correct": correct.astype(int).tolist(),
-                "accuracy": float(correct.mean()),
+                "episode": i,
+                "classes": [names[c] for c in classes[e]],
+                "support": [keys[v] for v in support[e]],
+                "query": [keys[v] for v in query[e]],
+                "query_labels": labels[e],
+                "predictions": predicted[e],
+                "correct": hits[e],
+                "accuracy": accuracy[e],
             }
         )
     return records

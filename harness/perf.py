@@ -24,6 +24,7 @@ import sys
 import resource
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -70,6 +71,19 @@ SIZES = {
     # for the tests: a few seconds
     "tiny": PerfSize("tiny", 6, 58, 60, 3, "otam", 40, 30, 3, 64, 16, (0,), 0, batch_episodes=25),
 }
+
+
+@contextmanager
+def _one_episode_per_call(head):
+    """The reference's way of scoring: each episode in a call of its own, not padded to a block of episodes."""
+    block = getattr(head, "episodes_per_block", None)
+    if block is not None:
+        head.episodes_per_block = 1
+    try:
+        yield head
+    finally:
+        if block is not None:
+            head.episodes_per_block = block
 
 
 class _Timed(torch.nn.Module):
@@ -221,7 +235,7 @@ def bench_end_to_end(size: PerfSize, device: torch.device, cache: Path, workers:
         n_ref = min(size.e2e_reference, len(episodes))
         decode_s = backbone_s = head_s = 0.0
         ref_pred = []
-        with torch.inference_mode():
+        with torch.inference_mode(), _one_episode_per_call(head):
             head.eval().to(device)
             t0 = time.perf_counter()
             for i in range(n_ref):
@@ -300,11 +314,12 @@ def bench_heads(size: PerfSize, device: torch.device, log) -> dict:
         batched = evaluate(head, reps, episodes, size.batch_episodes)
         _sync(device)
         batched_s = time.perf_counter() - t
-        evaluate(head, reps, single_set, 1, only={0})  # untimed warm-up
-        t = time.perf_counter()
-        single = evaluate(head, reps, single_set, 1)
-        _sync(device)
-        single_s = time.perf_counter() - t
+        with _one_episode_per_call(head):
+            evaluate(head, reps, single_set, 1, only={0})  # untimed warm-up
+            t = time.perf_counter()
+            single = evaluate(head, reps, single_set, 1)
+            _sync(device)
+            single_s = time.perf_counter() - t
         disagree = _disagreements(_predictions(batched)[: len(single)], _predictions(single))
         del reps
         b_rate, s_rate = len(batched) / batched_s, len(single) / single_s

@@ -240,7 +240,14 @@ def head_for(p: Protocol, method: str, s: Settings, feature_shape: tuple, weight
         )
     context = {"feature_shape": feature_shape, "num_train_classes": state.get("num_train_classes", 0)}
     head = methods.create(method, context=context, **state.get("method_config", {}))
-    head.load_state_dict(state["state_dict"])
+    try:
+        head.load_state_dict(state["state_dict"])
+    except RuntimeError as e:  # shapes of another feature map (e.g. frames.count changed since training)
+        detail = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e).splitlines()[0])
+        raise HarnessError(
+            f"checkpoint {path} does not fit the '{method}' head for features of shape {tuple(feature_shape)}: {detail}",
+            fix=f"the protocol's frames or backbone changed since training; retrain: python bench.py train --protocol {p.source} --method {method}",
+        ) from None
     return head, sha256_file(path)
 
 

@@ -109,8 +109,9 @@ GPU_EPISODES_PER_BLOCK = 64
 
 
 def block_size(block: int, device: torch.device) -> int:
-    """The block `in_episode_blocks` uses on `device` for a head that asks for `block` episodes per block."""
-    return max(block, GPU_EPISODES_PER_BLOCK) if device.type == "cuda" else block
+    """The block `in_episode_blocks` uses on `device` for a head that asks for `block` episodes per block
+    (1: each episode on its own, unpadded)."""
+    return max(block, GPU_EPISODES_PER_BLOCK) if device.type == "cuda" and block > 1 else block
 
 
 def in_episode_blocks(fn: Callable[..., torch.Tensor], block: int, *episodes: torch.Tensor) -> torch.Tensor:

@@ -470,3 +470,19 @@ def test_a_full_disk_keeps_finished_work_and_a_rerun_completes_byte_identical(tm
     assert (folder / "episodes.jsonl").read_bytes() == "".join(lines[:100]).encode()
     pairs_are_whole(results)
 
+
+
+def test_a_head_checkpoint_for_other_feature_shapes_names_the_file_and_says_retrain(tmp_path, write_protocol):
+    import methods
+    from harness.pipeline import Settings, head_for
+    from harness.protocol import load_protocol
+
+    p = load_protocol(write_protocol())
+    trained = methods.create("staf", context={"feature_shape": (128, 1, 2, 2), "num_train_classes": 6})
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, {"format": FORMAT, "method": "staf", "state_dict": trained.state_dict(), "method_config": trained.config(),
+                           "num_train_classes": 6, "backbone": {"weights_sha256": "w"}})
+    settings = Settings(home=tmp_path / "home", results=tmp_path / "results")
+    with pytest.raises(HarnessError) as e:
+        head_for(p, "staf", settings, (128, 2, 2, 2), "w", checkpoint=path)  # 8 positions now, 4 at training
+    assert str(path) in str(e.value) and "retrain" in str(e.value) and "Traceback" not in str(e.value)
