@@ -27,6 +27,30 @@ backbone: {{name: tiny3d}}
 """
 
 
+def settings(home: Path, results: Path | None = None, **kw):
+    """Settings for tests: no progress bars; results in <home>/results unless given."""
+    from harness.pipeline import Settings
+
+    return Settings(home=home, results=results or home / "results", show_progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    """A data home shared by the tests of one module (weights pretrained once, features embedded once)."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture
+def protocol(write_protocol, home):
+    """The tiny 5-way 1-shot protocol, its tiny3d backbone pretrained in `home`."""
+    from harness.pipeline import backbone_for
+    from harness.protocol import load_protocol
+
+    p = load_protocol(write_protocol())
+    backbone_for(p, settings(home, home / "unused"), pretrain_if_missing=True)
+    return p
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     return generate(tmp_path_factory.mktemp("data") / "tiny-synthetic", TINY)

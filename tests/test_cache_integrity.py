@@ -10,24 +10,9 @@ import torch
 from harness.data.index import build_index
 from harness.features import FeatureStore
 from harness.files import TRAILER_SIZE, DamagedFile, atomic_save_npy_checksummed, read_checksummed, verify_checksummed
-from harness.pipeline import Settings, backbone_for, run_method
+from harness.pipeline import backbone_for, run_method
 from harness.protocol import load_protocol
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("home")
-
-
-def settings(home: Path, results: Path, **kw) -> Settings:
-    return Settings(home=home, results=results, show_progress=False, **kw)
-
-
-@pytest.fixture
-def protocol(write_protocol, home):
-    p = load_protocol(write_protocol())
-    backbone_for(p, settings(home, home / "unused"), pretrain_if_missing=True)
-    return p
+from conftest import settings
 
 
 def store_and_videos(protocol, home, summary):

@@ -19,16 +19,13 @@ from harness.compare import load_run
 from harness.data import synthetic
 from harness.errors import HarnessError
 from harness.locks import file_lock
-from harness.pipeline import Settings, backbone_for, features_for, load_index, run_method
+from harness.pipeline import backbone_for, features_for, load_index, run_method
 from harness.protocol import load_protocol
 from harness.results import RunFolder
+from conftest import settings
 
 BENCH = Path(__file__).resolve().parents[1] / "bench.py"
 FORK = "fork" in multiprocessing.get_all_start_methods()
-
-
-def settings(home: Path, results: Path, **kw) -> Settings:
-    return Settings(home=home, results=results, show_progress=False, **kw)
 
 
 def leftovers(*folders: Path) -> list[Path]:

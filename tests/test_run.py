@@ -7,25 +7,9 @@ import pytest
 from scipy import stats as sps
 
 from harness.cli import main
-from harness.pipeline import Settings, backbone_for, run_method
-from harness.protocol import load_protocol
+from harness.pipeline import run_method
 from harness.results import RunFolder
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("home")
-
-
-def settings(home: Path, results: Path, **kw) -> Settings:
-    return Settings(home=home, results=results, show_progress=False, **kw)
-
-
-@pytest.fixture
-def protocol(write_protocol, home):
-    p = load_protocol(write_protocol())
-    backbone_for(p, settings(home, home / "unused"), pretrain_if_missing=True)
-    return p
+from conftest import settings
 
 
 def test_records_are_byte_identical_across_runs_and_batch_sizes(protocol, home, tmp_path):

@@ -8,9 +8,10 @@ from torch import nn
 import methods
 from harness.checkpoints import load_checkpoint
 from harness.errors import HarnessError
-from harness.pipeline import Settings, run_method
+from harness.pipeline import run_method
 from harness.protocol import load_protocol
 from harness.train import train
+from conftest import settings
 from methods.base import Head, class_means
 
 
@@ -41,15 +42,6 @@ def linear_proto():
     from methods import registry
 
     registry._REGISTRY.pop("test-linear-proto")
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("home")
-
-
-def settings(home, results=None):
-    return Settings(home=home, results=results or home / "results", show_progress=False)
 
 
 def test_training_selects_on_val_and_run_finds_the_checkpoint(write_protocol, home, tmp_path):
