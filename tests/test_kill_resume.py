@@ -305,7 +305,8 @@ def test_commands_killed_at_random_moments_resume_and_end_byte_identical(setup, 
         assert any(k["landed"] == stage.name for k in aimed) or not aimed, f"no kill landed in stage '{stage.name}'\n{report}"
         for k in aimed:
             assert k["found_done"] is None or k["found_done"] >= k["done_before"], f"stage '{stage.name}' started again from less than was done\n{report}"
-        assert any(k["done_before"] and k["found_done"] for k in aimed) or KILLS < 2, f"no start of stage '{stage.name}' found some of it done\n{report}"
+        # (a stage whose first kill came after its last write leaves nothing to resume: one start, nothing to check)
+        assert any(k["done_before"] and k["found_done"] for k in aimed) or len(aimed) < 2, f"no start of stage '{stage.name}' found some of it done\n{report}"
 
     # the feature store: every per-video entry and every pack, byte for byte
     same_files(tree(a / "home/features"), tree(b / "home/features"), "feature store")
