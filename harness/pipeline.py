@@ -272,6 +272,20 @@ def complete_interrupted_finish(folder: RunFolder) -> None:
                 folder.parts.parent.rmdir()  # only when no other run is writing chunks here
 
 
+#: episode sets already sampled in this process: every method of a protocol scores the same ones
+_EPISODE_SETS: dict[str, EpisodeSet] = {}
+
+
+def episode_set(index: VideoIndex, p: Protocol, n_episodes: int) -> EpisodeSet:
+    """The protocol's test episodes over `index`, sampled once per process (episode i depends only on the seed,
+    i and the index, so a set is shared by every method run here)."""
+    videos = hashlib.sha256("\n".join(v.key for v in index.videos).encode()).hexdigest()
+    key = canonical_json([p.way, p.shot, p.query_per_class, n_episodes, p.seed, index.part, index.classes, videos])
+    if key not in _EPISODE_SETS:
+        _EPISODE_SETS[key] = EpisodeSet(index, p.way, p.shot, p.query_per_class, n_episodes, p.seed, protocol=p)
+    return _EPISODE_SETS[key]
+
+
 def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = None, head: torch.nn.Module | None = None, checkpoint: Path | None = None) -> dict:
     """Evaluate one method on the protocol's test episodes; write records and summary; return the summary."""
     if head is None and method not in methods.list_methods():
@@ -279,7 +293,7 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     index = load_index(p, s, p.dataset.part)
-    episodes = EpisodeSet(index, p.way, p.shot, p.query_per_class, n_episodes or p.episodes, p.seed, protocol=p)
+    episodes = episode_set(index, p, n_episodes or p.episodes)
     backbone, weights_sha, _ = backbone_for(p, s)
     weights_sha = fine_tuned_backbone(p, method, s, backbone, weights_sha, checkpoint) if head is None else weights_sha
     t = time.perf_counter()
