@@ -30,7 +30,7 @@ from harness.data.clips import clip_loader
 from harness.data.index import Video
 from harness.errors import HarnessError
 from harness.files import DamagedFile, atomic_write_checksummed, atomic_write_json, read_checksummed, verify_checksummed
-from harness.files import atomic_save_npy_checksummed as atomic_save_npy  # by this name perf.py times the store's writes
+from harness.files import atomic_save_npy_checksummed
 from harness.locks import file_lock
 from harness.protocol import FramesSpec, canonical_json, frames_key
 
@@ -91,15 +91,7 @@ class FeatureStore:
         """(shape, dtype, raw C-order data) of a video's checked entry; None when it has none. A damaged
         entry is reported, deleted and taken as missing."""
         path = self._video_path(video)
-        try:
-            payload = read_checksummed(path)
-            return _npy_parts(payload)
-        except FileNotFoundError:
-            return None
-        except DamagedFile as e:
-            _warn(f"feature cache: the entry of video {video.key} is damaged ({e}); it is deleted, to be embedded again ({path})")
-            path.unlink(missing_ok=True)
-            return None
+        return _checked(path, lambda: _npy_parts(read_checksummed(path)), f"the entry of video {video.key}", "to be embedded again")
 
     def _pack_ok(self, pack: Path) -> bool:
         """Whether `pack` exists and its checksum holds (checked once per process and file version)."""
@@ -110,13 +102,7 @@ class FeatureStore:
         signature = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         if _VERIFIED_PACKS.get(pack) == signature:
             return True
-        try:
-            verify_checksummed(pack)
-        except FileNotFoundError:
-            return False
-        except DamagedFile as e:
-            _warn(f"feature cache: pack {pack.name} is damaged ({e}); it is deleted and rebuilt from the per-video entries ({pack})")
-            pack.unlink(missing_ok=True)
+        if _checked(pack, lambda: verify_checksummed(pack), f"pack {pack.name}", "to be rebuilt from the per-video entries") is None:
             return False
         _VERIFIED_PACKS[pack] = signature
         return True
@@ -158,7 +144,7 @@ class FeatureStore:
                         where=str(todo[p].path),
                         fix="check the weights file (a diverged or damaged one gives NaN) and the video's frames; nothing was cached for it",
                     )
-                atomic_save_npy(self._video_path(todo[p]), m)
+                atomic_save_npy_checksummed(self._video_path(todo[p]), m)
             if progress:
                 progress(len(positions))
         return len(todo)
@@ -219,6 +205,18 @@ def _npy_parts(payload: memoryview) -> tuple[tuple, np.dtype, memoryview]:
     if len(data) != int(np.prod(shape)) * dtype.itemsize:
         raise DamagedFile(f"{len(data)} data bytes for an array of shape {shape}")
     return tuple(shape), dtype, data
+
+
+def _checked(path: Path, read: Callable, what: str, then: str):
+    """read() of a checksummed file; None when the file is missing, or damaged (then reported and deleted)."""
+    try:
+        return read()
+    except FileNotFoundError:
+        return None
+    except DamagedFile as e:
+        _warn(f"feature cache: {what} is damaged ({e}); it is deleted, {then} ({path})")
+        path.unlink(missing_ok=True)
+        return None
 
 
 def _warn(message: str) -> None:

@@ -111,11 +111,6 @@ def atomic_write_json(path: Path, data) -> None:
     atomic_write_bytes(path, json_bytes(data))
 
 
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """Save an .npy file (it can hold no pickle) under a temporary name, then rename."""
-    _atomic(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
-
-
 CHECKSUM_MAGIC = b"\x93FSVSUM\n"  # 8 bytes, then the 32-byte SHA-256 of what precedes the trailer
 TRAILER_SIZE = len(CHECKSUM_MAGIC) + 32
 
@@ -167,8 +162,9 @@ def read_checksummed(path: Path) -> memoryview:
     return payload
 
 
-def verify_checksummed(path: Path, block: int = 8 << 20) -> None:
-    """Check a checksummed file of any size without holding it in memory; DamagedFile if it is wrong."""
+def verify_checksummed(path: Path, block: int = 8 << 20) -> bytes:
+    """Check a checksummed file of any size without holding it in memory and return its SHA-256; DamagedFile if
+    it is wrong."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size < TRAILER_SIZE:
@@ -188,3 +184,4 @@ def verify_checksummed(path: Path, block: int = 8 << 20) -> None:
         raise DamagedFile("no checksum trailer (truncated, or not written by the harness)")
     if h.digest() != trailer[-32:]:
         raise DamagedFile("checksum mismatch (bytes changed on disk)")
+    return h.digest()

@@ -194,7 +194,7 @@ def bench_end_to_end(size: PerfSize, device: torch.device, cache: Path, workers:
         store = FeatureStore(tmp / "home", "tiny3d", "random-seed-0", frames)
         import harness.features as features_module
 
-        save, write_s = features_module.atomic_save_npy, [0.0]
+        save, write_s = features_module.atomic_save_npy_checksummed, [0.0]
 
         def timed_save(path, array):  # the store's writes, timed apart from decoding
             t = time.perf_counter()
@@ -203,11 +203,11 @@ def bench_end_to_end(size: PerfSize, device: torch.device, cache: Path, workers:
 
         _sync(device)
         t0 = time.perf_counter()
-        features_module.atomic_save_npy = timed_save
+        features_module.atomic_save_npy_checksummed = timed_save
         try:
             store.extract(index.videos, timed, device, 16, workers)
         finally:
-            features_module.atomic_save_npy = save
+            features_module.atomic_save_npy_checksummed = save
         _sync(device)
         extract_s = time.perf_counter() - t0
         maps = store.load(index.videos)

@@ -181,7 +181,7 @@ def test_dataset_generation_pretraining_and_extraction_happen_once(write_protoco
     home = tmp_path / "home"
     p = load_protocol(write_protocol())
     monkeypatch.setattr(pipeline, "pretrain", counting(tmp_path / "pretrain.log", pipeline.pretrain))
-    monkeypatch.setattr(features_module, "atomic_save_npy", counting(tmp_path / "entries.log", features_module.atomic_save_npy))
+    monkeypatch.setattr(features_module, "atomic_save_npy_checksummed", counting(tmp_path / "entries.log", features_module.atomic_save_npy_checksummed))
 
     def pretrain_and_embed(_):
         torch.set_num_threads(1)
