@@ -59,6 +59,17 @@ def random_episodes(n_videos: int, E: int, way: int, shot: int, query: int, seed
     return support, labels, query_ids, query_labels
 
 
+def assert_matches_reference(head, views, episodes, reference, way: int = 3) -> None:
+    """The head's logits for each episode equal reference(head, support views, labels, query views, way), the
+    definition written out plainly; views [N, ...] in the head's view, episodes from `random_episodes`."""
+    support, labels, query, _ = episodes
+    reps = head.embed(views)
+    logits = head(reps[support], labels, reps[query], way)
+    for e in range(len(support)):
+        expected = reference(head, views[support[e]], labels[e], views[query[e]], way)
+        assert torch.allclose(logits[e], expected, rtol=1e-9, atol=1e-9)
+
+
 # -- OTAM ---------------------------------------------------------------------------------------------
 def hard_otam(D: list[list[float]]) -> float:
     """OTAM's dynamic programme with a hard minimum, on a plain list of rows."""
@@ -145,12 +156,7 @@ def test_trx_matches_its_definition(shot, shuffle):
     torch.manual_seed(0)
     head = make_head("trx").double().eval()
     frames = view_of("trx", 20).double()
-    support, labels, query, _ = random_episodes(20, 4, way=3, shot=shot, query=2, shuffle=shuffle)
-    reps = head.embed(frames)
-    logits = head(reps[support], labels, reps[query], 3)
-    for e in range(4):
-        expected = trx_reference(head, frames[support[e]], labels[e], frames[query[e]], 3)
-        assert torch.allclose(logits[e], expected, rtol=1e-9, atol=1e-9)
+    assert_matches_reference(head, frames, random_episodes(20, 4, way=3, shot=shot, query=2, shuffle=shuffle), trx_reference)
 
 
 def test_trx_attention_sums_to_one_over_all_tuples_of_all_shots_of_a_class():
@@ -237,12 +243,7 @@ def test_staf_matches_its_definition(shot, query, shuffle, shape):
     head = make_head("staf", shape).double().eval()
     randomise_bn(head)
     maps = view_of("staf", 24, shape=shape).double()
-    support, labels, query_ids, _ = random_episodes(24, 5, way=3, shot=shot, query=query, shuffle=shuffle)
-    reps = head.embed(maps)
-    logits = head(reps[support], labels, reps[query_ids], 3)
-    for e in range(5):
-        expected = staf_reference(head, maps[support[e]], labels[e], maps[query_ids[e]], 3)
-        assert torch.allclose(logits[e], expected, rtol=1e-9, atol=1e-9)
+    assert_matches_reference(head, maps, random_episodes(24, 5, way=3, shot=shot, query=query, shuffle=shuffle), staf_reference)
 
 
 def test_staf_batchnorm_is_skipped_when_that_batch_dimension_is_one():
