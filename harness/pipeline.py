@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import platform
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +25,6 @@ from harness.episodes import EpisodeSet
 from harness.errors import HarnessError
 from harness.evaluate import embed_pool, evaluate
 from harness.features import FeatureStore
-from harness.files import atomic_write_files
 from harness.locks import file_lock
 from harness.pretrain import PRETRAIN_DEFAULTS, pretrain, pretrained_path
 from harness.protocol import Protocol, canonical_json, dataset_root, resolve_path, split_dir
@@ -251,27 +248,6 @@ def head_for(p: Protocol, method: str, s: Settings, feature_shape: tuple, weight
     return head, sha256_file(path)
 
 
-def complete_interrupted_finish(folder: RunFolder) -> None:
-    """Finish what a process killed inside RunFolder.finish left undone, for a run whose own copy
-    (runs/<fingerprint>/) is complete: make it the top-level pair if that pair is missing or older than it
-    (finish writes the run's copy first, so a kill between the two leaves the top-level pair behind; a run that
-    finished later keeps it), and drop the run's chunks if their removal was cut short."""
-    own_summary, top_summary = folder.run_dir / "summary.json", folder.dir / "summary.json"
-    with folder.locked():
-        try:
-            top = json.loads(top_summary.read_bytes())
-            top_ns = top_summary.stat().st_mtime_ns
-        except (OSError, ValueError):
-            top, top_ns = None, -1
-        ours = isinstance(top, dict) and top.get("run_fingerprint") == folder.fingerprint
-        if not ours and own_summary.is_file() and own_summary.stat().st_mtime_ns > top_ns:
-            atomic_write_files({folder.dir / "episodes.jsonl": (folder.run_dir / "episodes.jsonl").read_bytes(), top_summary: own_summary.read_bytes()})
-        if folder.parts.exists():
-            shutil.rmtree(folder.parts, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                folder.parts.parent.rmdir()  # only when no other run is writing chunks here
-
-
 #: episode sets already sampled in this process: every method of a protocol scores the same ones
 _EPISODE_SETS: dict[str, EpisodeSet] = {}
 
@@ -312,7 +288,7 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
         remove_stale_temporaries(folder.dir, *subfolders(folder.run_dir.parent), *subfolders(folder.parts.parent))
     finished = folder.finished_run(fingerprint)
     if finished is not None and not s.recompute:
-        complete_interrupted_finish(folder)
+        folder.complete_interrupted_finish()
         log(f"{method} on {p.name}: results of this very run are already there (use --recompute to score again)")
         return {**finished, "records_path": str(folder.records_path)}
     done = {start: folder.read_chunk(path) for start, path in folder.finished_chunks().items()}

@@ -98,12 +98,34 @@ class RunFolder:
             for folder in (self.run_dir, self.dir):
                 # both or neither: a full disk while writing the summary must not leave new records beside an old summary
                 atomic_write_files({folder / "episodes.jsonl": data, folder / "summary.json": summary_data})
-            shutil.rmtree(self.parts, ignore_errors=True)
-            try:
-                self.parts.parent.rmdir()  # only when no other run is writing chunks here
-            except OSError:
-                pass
+            self._drop_chunks()
         return digest
+
+    def complete_interrupted_finish(self) -> None:
+        """Finish what a process killed inside `finish` left undone, for a run whose own copy (runs/<fingerprint>/)
+        is complete: make it the top-level pair if that pair is missing or older than it (`finish` writes the
+        run's copy first, so a kill between the two leaves the top-level pair behind; a run that finished later
+        keeps it), and drop the run's chunks if their removal was cut short."""
+        own_summary, top_summary = self.run_dir / "summary.json", self.dir / "summary.json"
+        with self.locked():
+            try:
+                top = json.loads(top_summary.read_bytes())
+                top_ns = top_summary.stat().st_mtime_ns
+            except (OSError, ValueError):
+                top, top_ns = None, -1
+            ours = isinstance(top, dict) and top.get("run_fingerprint") == self.fingerprint
+            if not ours and own_summary.is_file() and own_summary.stat().st_mtime_ns > top_ns:
+                atomic_write_files({self.dir / "episodes.jsonl": self.records_path.read_bytes(), top_summary: own_summary.read_bytes()})
+            if self.parts.exists():
+                self._drop_chunks()
+
+    def _drop_chunks(self) -> None:
+        """Remove this run's chunks (call under the lock), and .parts/ itself when no other run writes there."""
+        shutil.rmtree(self.parts, ignore_errors=True)
+        try:
+            self.parts.parent.rmdir()
+        except OSError:
+            pass
 
 
 def _finished(folder: Path, fingerprint: str) -> tuple[dict, bytes, bytes] | bool | None:
