@@ -50,17 +50,18 @@ def score_episodes(head: Head, reps: torch.Tensor, episodes: EpisodeSet, ids: np
     names, keys = index.classes, [v.key for v in index.videos]
     correct = predictions == b.query_labels  # [E, Q]
     accuracy = correct.mean(axis=1).tolist()  # exact: a few small integers over Q
-    classes, support, query = b.classes.tolist(), b.support.tolist(), b.query.tolist()
-    labels, predicted, hits = b.query_labels.tolist(), predictions.tolist(), correct.astype(int).tolist()
+    # plain lists: one conversion per batch instead of one numpy call per episode and field
+    class_pos, support_pos, query_pos = b.classes.tolist(), b.support.tolist(), b.query.tolist()
+    query_labels, predicted, hits = b.query_labels.tolist(), predictions.tolist(), correct.astype(int).tolist()
     records = []
     for e, i in enumerate(b.ids.tolist()):
         records.append(
             {
                 "episode": i,
-                "classes": [names[c] for c in classes[e]],
-                "support": [keys[v] for v in support[e]],
-                "query": [keys[v] for v in query[e]],
-                "query_labels": labels[e],
+                "classes": [names[c] for c in class_pos[e]],
+                "support": [keys[v] for v in support_pos[e]],
+                "query": [keys[v] for v in query_pos[e]],
+                "query_labels": query_labels[e],
                 "predictions": predicted[e],
                 "correct": hits[e],
                 "accuracy": accuracy[e],
