@@ -94,6 +94,29 @@ def atomic_write_files(files: dict[Path, bytes]) -> None:
     _rename_all(staged)
 
 
+def atomic_link_files(links: dict[Path, Path]) -> None:
+    """Make each `path` of `links` another name of the existing file `links[path]` (a hard link: the bytes are
+    stored once), all together: every link is made under a temporary name before the first is renamed into
+    place. Where hard links cannot be made (another file system, one without them), `path` gets a copy."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, existing in links.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = str(path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp")
+            try:
+                os.link(existing, tmp)
+            except OSError:
+                tmp = _stage(path, lambda f, existing=existing: f.write(Path(existing).read_bytes()))
+            staged.append((tmp, path))
+    except BaseException as e:
+        for tmp, _ in staged:
+            _unlink(tmp)
+        if isinstance(e, OSError):
+            raise _write_error(path, e) from None
+        raise
+    _rename_all(staged)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     _atomic(path, lambda f: f.write(data))
 

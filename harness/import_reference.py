@@ -20,6 +20,7 @@ from harness.backbones.registry import safe_torch_load
 from harness.checkpoints import save_checkpoint
 from harness.errors import HarnessError
 from harness.files import atomic_write_bytes
+from harness.pipeline import head_settings
 from harness.protocol import Protocol
 
 # TRX keeps torchvision's ResNet children in an nn.Sequential: position -> torchvision name
@@ -75,7 +76,7 @@ def import_checkpoint(reference: str, source: Path, p: Protocol, out: Path) -> t
         atomic_write_bytes(backbone_path, buffer.getvalue())
         weights_sha = sha256_file(backbone_path)
 
-    config = dict(p.methods.get(method, {}))
+    config = head_settings(p, method)  # every setting, defaults included: `run` rebuilds the head from them
     num_train_classes = int(head_state["classifier.weight"].shape[0]) if "classifier.weight" in head_state else 0
     save_checkpoint(
         out,

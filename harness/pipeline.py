@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import sys
 import platform
 import time
 from dataclasses import dataclass, field
@@ -27,7 +29,12 @@ from harness.evaluate import embed_pool, evaluate
 from harness.features import FeatureStore
 from harness.locks import file_lock
 from harness.pretrain import PRETRAIN_DEFAULTS, pretrain, pretrained_path
-from harness.protocol import Protocol, canonical_json, dataset_root, resolve_path, split_dir
+from harness.protocol import Protocol, canonical_json, dataset_root, protocol_origin, resolve_path, split_dir
+from harness.provenance import code_record, environment
+try:  # TEMPORARY-DEV
+    from harness.data.fingerprint import index_fingerprint
+except ImportError:  # TEMPORARY-DEV
+    index_fingerprint = lambda index, frames: index.sha256  # noqa: E731  TEMPORARY-DEV
 from harness.results import RunFolder
 from harness.stats import accuracy_summary
 
@@ -188,7 +195,9 @@ def features_for(p: Protocol, s: Settings, index: VideoIndex, backbone: torch.nn
 
 
 def versions() -> dict:
-    return {"harness": harness.__version__, "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
+    import torchvision
+
+    return {"harness": harness.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": np.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
 
 
 def state_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -213,14 +222,35 @@ def fine_tuned_backbone(p: Protocol, method: str, s: Settings, backbone: torch.n
     return state["backbone"]["weights_sha256"]
 
 
+def head_settings(p: Protocol, method: str, given: dict | None = None, where: str | None = None) -> dict:
+    """Every setting of `method`'s head, defaults included: those `given` (default: the protocol's
+    methods.<method> section) resolved by the registry. A setting the head lacks, or one JSON cannot hold, is
+    an error naming where it came from."""
+    try:
+        return methods.resolve_settings(method, p.methods.get(method, {}) if given is None else given)
+    except methods.SettingsError as e:
+        raise HarnessError(str(e), where=where or p.where(f"methods.{method}"), fix=f"use the settings the head's constructor takes (see methods/{method}.py)") from None
+
+
+def build_head(method: str, settings: dict, context: dict, where: str) -> torch.nn.Module:
+    """The head `method` with these resolved settings; a value the head refuses is an error naming `where`."""
+    try:
+        return methods.create(method, context=context, **settings)
+    except (methods.SettingsError, ValueError) as e:
+        raise HarnessError(str(e), where=where, fix=f"use a value that methods/{method}.py accepts") from None
+
+
+def _settings_differences(saved: dict, wanted: dict, method: str) -> list[str]:
+    return [f"methods.{method}.{k}: checkpoint {json.dumps(saved.get(k))}, protocol {json.dumps(wanted.get(k))}" for k in sorted(saved.keys() | wanted.keys()) if saved.get(k) != wanted.get(k)]
+
+
 def head_for(p: Protocol, method: str, s: Settings, feature_shape: tuple, weights_sha: str, checkpoint: Path | None = None) -> tuple[torch.nn.Module, str | None]:
-    """The head to evaluate, and the SHA-256 of its checkpoint (None for a head without parameters)."""
+    """The head to evaluate, and the SHA-256 of its checkpoint (None for a head without parameters). A
+    checkpoint's head is rebuilt with the settings stored in it; a protocol asking for other settings is an error."""
     cls = methods.get(method)
+    wanted = head_settings(p, method)
     if not cls.trainable and checkpoint is None:
-        try:
-            return methods.create(method, context={"feature_shape": feature_shape}, **p.methods.get(method, {})), None
-        except TypeError as e:
-            raise HarnessError(str(e), where=p.where(f"methods.{method}")) from None
+        return build_head(method, wanted, {"feature_shape": feature_shape}, p.where(f"methods.{method}")), None
     path = checkpoint or checkpoint_dir(s.home, p.name, method) / "best.pt"
     if not path.is_file():
         raise HarnessError(
@@ -235,8 +265,17 @@ def head_for(p: Protocol, method: str, s: Settings, feature_shape: tuple, weight
             f"checkpoint {path} was trained on features of other backbone weights",
             fix=f"retrain it: python bench.py train --protocol {p.source} --method {method}",
         )
+    saved = head_settings(p, method, state.get("method_config") or {}, where=f"checkpoint {path}")
+    differences = _settings_differences(saved, wanted, method)
+    if differences:
+        sets = " ".join(f"--set methods.{method}.{k}={json.dumps(v, separators=(',', ':'))}" for k, v in saved.items() if v != wanted.get(k))
+        raise HarnessError(
+            f"checkpoint {path} was trained with other '{method}' settings than the protocol asks for: " + "; ".join(differences),
+            where=p.where(f"methods.{method}"),
+            fix=f"evaluate it with the settings it was trained with ({sets}), or retrain with the protocol's settings",
+        )
     context = {"feature_shape": feature_shape, "num_train_classes": state.get("num_train_classes", 0)}
-    head = methods.create(method, context=context, **state.get("method_config", {}))
+    head = build_head(method, saved, context, f"checkpoint {path}")
     try:
         head.load_state_dict(state["state_dict"])
     except RuntimeError as e:  # shapes of another feature map (e.g. frames.count changed since training)
@@ -262,14 +301,43 @@ def episode_set(index: VideoIndex, p: Protocol, n_episodes: int) -> EpisodeSet:
     return _EPISODE_SETS[key]
 
 
+#: the layout of summary.json (README: "summary.json"); 2 added code, data, origin and environment provenance
+SUMMARY_SCHEMA_VERSION = 2
+
+
+def run_fingerprint(parts: dict) -> str:
+    """The identity of a run: equal fingerprints mean equal protocol, episodes, data, weights, settings and code."""
+    return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:16]
+
+
+def _check_run_request(n_episodes: int, s: Settings) -> None:
+    if n_episodes < 1:
+        raise HarnessError(f"{n_episodes} episodes were asked for; a run scores at least one", where="--episodes", fix="pass --episodes N with N >= 1, or leave it out for the protocol's number")
+    if s.batch_episodes < 1:
+        raise HarnessError(f"--batch-episodes {s.batch_episodes} cannot score anything", where="--batch-episodes", fix="pass a number >= 1 (it never changes a prediction)")
+
+
+def _check_figures(records: list[dict], expected: int, per_episode: np.ndarray) -> None:
+    """A run is stored only with a number for every episode asked for, all finite."""
+    if len(records) != expected or not len(records) or not np.isfinite(per_episode).all():
+        raise HarnessError(f"the run produced {len(records)} records for {expected} episodes, or non-finite accuracies; nothing was stored",
+                           fix="run the same command again; if it repeats, the head gives NaN (check its settings and checkpoint)")
+
+
 def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = None, head: torch.nn.Module | None = None, checkpoint: Path | None = None) -> dict:
-    """Evaluate one method on the protocol's test episodes; write records and summary; return the summary."""
+    """Evaluate one method on the protocol's test episodes; write records and summary; return the summary.
+    A finished run of the very same fingerprint (see `run_fingerprint`) is served from disk after its
+    records are checked; `s.recompute` scores it again."""
     if head is None and method not in methods.list_methods():
         raise HarnessError(f"unknown method '{method}'", fix=f"use one of: {', '.join(methods.list_methods())} (or register your own in methods/)")
+    n_episodes = p.episodes if n_episodes is None else n_episodes
+    _check_run_request(n_episodes, s)
+    if head is None:
+        head_settings(p, method)  # a setting the head cannot take is named before any video is embedded
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     index = load_index(p, s, p.dataset.part)
-    episodes = episode_set(index, p, n_episodes or p.episodes)
+    episodes = episode_set(index, p, n_episodes)
     backbone, weights_sha, _ = backbone_for(p, s)
     weights_sha = fine_tuned_backbone(p, method, s, backbone, weights_sha, checkpoint) if head is None else weights_sha
     t = time.perf_counter()
@@ -280,19 +348,24 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
         head, checkpoint_sha256 = head_for(p, method, s, tuple(maps.shape[1:]), weights_sha, checkpoint)
 
     method_config = head.config()
-    fingerprint = hashlib.sha256(
-        canonical_json({"protocol": p.sha256, "episodes": episodes.sha256, "method": method, "config": method_config, "checkpoint": checkpoint_sha256, "weights": weights_sha, "features": store.key}).encode()
-    ).hexdigest()[:16]
+    code = code_record(type(head), p.backbone.name)
+    data_sha256 = index_fingerprint(index, p.frames)
+    fingerprint = run_fingerprint({
+        "protocol": p.sha256, "episodes": episodes.sha256, "method": method, "config": method_config, "checkpoint": checkpoint_sha256,
+        "weights": weights_sha, "features": store.key, "data": data_sha256,
+        "code": {k: code[k] for k in ("harness_version", "head_sha256", "backbone_code_sha256")},
+    })
     folder = RunFolder(s.results, p.name, method, fingerprint)
     with folder.locked():  # every writer of the folder holds this lock: a temporary file there now is a killed writer's
         remove_stale_temporaries(folder.dir, *subfolders(folder.run_dir.parent), *subfolders(folder.parts.parent))
     finished = folder.finished_run(fingerprint)
     if finished is not None and not s.recompute:
         folder.complete_interrupted_finish()
-        log(f"{method} on {p.name}: results of this very run are already there (use --recompute to score again)")
+        log(f"{method} on {p.name}: results of this very run are already there (records checked; use --recompute to score again)")
         return {**finished, "records_path": str(folder.records_path)}
-    done = {start: folder.read_chunk(path) for start, path in folder.finished_chunks().items()}
+    done = {start: folder.read_chunk(path) for start, path in folder.finished_chunks().items()} if not s.recompute else {}
     resumed = sum(len(chunk) for chunk in done.values())
+    distributed.barrier()  # every process has read what was there before any of them writes a chunk
     log(f"{method} on {p.name}: scoring {len(episodes) - resumed} episodes" + (f" ({resumed} were scored before a stop)" if resumed else ""))
 
     t = time.perf_counter()
@@ -314,26 +387,35 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
     timings["heads_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
 
-    per_episode = np.array([r["accuracy"] for r in records])
+    per_episode = np.array([r["accuracy"] for r in records], dtype=np.float64)
+    _check_figures(records, len(episodes), per_episode)
     summary = {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
         "method": method,
         "run_fingerprint": fingerprint,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": list(sys.argv),
         "method_config": method_config,
         "checkpoint_sha256": checkpoint_sha256,
         "protocol": p.name,
         "protocol_sha256": p.sha256,
         "protocol_content": p.content(),
+        "protocol_origin": protocol_origin(p),
         "episode_set_sha256": episodes.sha256,
         "video_set_sha256": index.sha256,
+        "data_sha256": data_sha256,
         "n_episodes": len(records),
         "n_videos": len(index),
         "excluded_videos": index.excluded,
         "renamed_videos": index.renamed,
         **accuracy_summary(per_episode),
         "backbone": {"name": p.backbone.name, "weights_sha256": weights_sha, "feature_store": store.key, "precision": s.precision, "feature_shape": list(maps.shape[1:])},
+        "code": code,
         "versions": versions(),
         "device": str(s.device) if s.device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(s.device)})",
-        "resumed_episodes": sum(len(c) for c in done.values()),
+        "environment": environment(s.device),
+        "processes": size,
+        "resumed_episodes": resumed,
         "videos_embedded_this_run": extracted,
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }

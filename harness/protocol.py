@@ -385,6 +385,29 @@ def find_protocol(name_or_path: str) -> Path:
     raise HarnessError(f"no protocol file or shipped protocol named '{name_or_path}'", fix=f"pass a path to a .yaml file, or one of: {known}")
 
 
+def _leaves(data, prefix: str = "") -> dict:
+    """{dotted field: value} of nested mappings (lists and scalars are leaves; an empty mapping has none)."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out = {}
+    for key, value in data.items():
+        out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def protocol_origin(p: Protocol) -> dict:
+    """Whether `p` is a shipped protocol as shipped: {"shipped", "modified", "fields"}. `shipped`: a protocol of
+    this name ships in protocols/; `modified`: the resolved content (machine-local paths excluded, so pointing
+    dataset.root at the data is no modification) differs from the shipped file's; `fields`: {dotted field:
+    {"shipped": value, "run": value}} for each differing leaf (null where a side lacks the field)."""
+    path = PROTOCOLS_DIR / f"{p.name}.yaml"
+    if p.name.startswith("base") or not path.is_file():
+        return {"shipped": False, "modified": False, "fields": {}}
+    shipped, run = _leaves(load_protocol(path).content()), _leaves(p.content())
+    fields = {k: {"shipped": shipped.get(k), "run": run.get(k)} for k in sorted(shipped.keys() | run.keys()) if shipped.get(k, ...) != run.get(k, ...)}
+    return {"shipped": True, "modified": bool(fields), "fields": fields}
+
+
 def list_protocols() -> list[str]:
     return sorted(p.stem for p in PROTOCOLS_DIR.glob("*.yaml") if not p.stem.startswith("base"))
 

@@ -1,8 +1,11 @@
 """Results on disk: one JSON line per episode and a run summary, written atomically, resumable, never lost.
 
     <results>/<protocol>/<method>/runs/<fingerprint>/   every finished run: episodes.jsonl and summary.json
-    <results>/<protocol>/<method>/episodes.jsonl        the latest finished run's records (a copy) ...
+    <results>/<protocol>/<method>/episodes.jsonl        the latest finished run's records ...
     <results>/<protocol>/<method>/summary.json          ... and its summary: what leaderboard and compare read
+
+The top-level pair is a second name (a hard link) of the latest run's own files: each record file is stored
+once (a file system without hard links gets copies).
     <results>/<protocol>/<method>/.parts/<run>/         finished chunks of a run still going (or killed)
     <results>/<protocol>/<method>/.lock                 locked while the top-level pair or the chunks change
 
@@ -21,7 +24,7 @@ import json
 import shutil
 from pathlib import Path
 
-from harness.files import atomic_write_bytes, atomic_write_files, json_bytes
+from harness.files import atomic_link_files, atomic_write_bytes, atomic_write_files, json_bytes
 from harness.locks import file_lock
 
 RUNS = "runs"
@@ -85,7 +88,7 @@ class RunFolder:
             top = _finished(self.dir, fingerprint)
             if not top:
                 return None
-            atomic_write_files({run_dir / "episodes.jsonl": top[1], run_dir / "summary.json": top[2]})
+            atomic_link_files({run_dir / "episodes.jsonl": self.dir / "episodes.jsonl", run_dir / "summary.json": self.dir / "summary.json"})
         return top[0]
 
     def finish(self, records: list[dict], summary: dict) -> str:
@@ -95,9 +98,9 @@ class RunFolder:
         digest = hashlib.sha256(data).hexdigest()
         summary_data = json_bytes({**summary, "records_sha256": digest})
         with self.locked():
-            for folder in (self.run_dir, self.dir):
-                # both or neither: a full disk while writing the summary must not leave new records beside an old summary
-                atomic_write_files({folder / "episodes.jsonl": data, folder / "summary.json": summary_data})
+            # both or neither: a full disk while writing the summary must not leave new records beside an old summary
+            atomic_write_files({self.records_path: data, self.run_dir / "summary.json": summary_data})
+            self._link_latest()
             self._drop_chunks()
         return digest
 
@@ -115,9 +118,13 @@ class RunFolder:
                 top, top_ns = None, -1
             ours = isinstance(top, dict) and top.get("run_fingerprint") == self.fingerprint
             if not ours and own_summary.is_file() and own_summary.stat().st_mtime_ns > top_ns:
-                atomic_write_files({self.dir / "episodes.jsonl": self.records_path.read_bytes(), top_summary: own_summary.read_bytes()})
+                self._link_latest()
             if self.parts.exists():
                 self._drop_chunks()
+
+    def _link_latest(self) -> None:
+        """Make this run's own pair the top-level pair, both names together (call under the lock)."""
+        atomic_link_files({self.dir / "episodes.jsonl": self.records_path, self.dir / "summary.json": self.run_dir / "summary.json"})
 
     def _drop_chunks(self) -> None:
         """Remove this run's chunks (call under the lock), and .parts/ itself when no other run writes there."""

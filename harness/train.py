@@ -29,7 +29,7 @@ from harness.evaluate import embed_pool, evaluate
 from harness.files import atomic_write_json, atomic_write_text
 from harness.data.clips import augment, jittered_indices, load_clip, read_frames
 from harness.locks import file_lock
-from harness.pipeline import Settings, backbone_for, features_for, load_index, remove_stale_temporaries, state_sha256
+from harness.pipeline import Settings, backbone_for, build_head, features_for, head_settings, load_index, remove_stale_temporaries, state_sha256
 from harness.protocol import Protocol
 from harness.results import record_line
 from methods import feature_view
@@ -156,10 +156,7 @@ def _train(p: Protocol, method: str, s: Settings, t: dict, resume: bool, out: Pa
 
     torch.manual_seed(t["seed"])
     context = {"feature_shape": tuple(train_maps.shape[1:]), "num_train_classes": len(train_index.classes)}
-    try:
-        head = methods.create(method, context=context, **p.methods.get(method, {})).to(s.device)
-    except TypeError as e:
-        raise HarnessError(str(e), where=p.where(f"methods.{method}")) from None
+    head = build_head(method, head_settings(p, method), context, p.where(f"methods.{method}")).to(s.device)
     backbone.to(s.device)
     params = list(head.parameters()) + (list(backbone.parameters()) if finetune else [])
     opt = _optimizer(params, t)

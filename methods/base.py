@@ -56,8 +56,9 @@ class Head(nn.Module, abc.ABC):
         return nn.functional.cross_entropy(logits.flatten(0, 1), query_labels.flatten())
 
     def config(self) -> dict:
-        """The hyper-parameters this head was built with (stored with results and checkpoints)."""
-        return dict(getattr(self, "_config", {}))
+        """The settings this head was built with, defaults included (recorded by the registry: see
+        methods.registry; empty for a head class that was never registered)."""
+        return dict(getattr(self, "settings", {}))
 
 
 def class_means(x: torch.Tensor, labels: torch.Tensor, way: int) -> torch.Tensor:

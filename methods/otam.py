@@ -57,7 +57,6 @@ class OTAM(Head):
         if lam <= 0:
             raise ValueError(f"otam lam (the soft-min temperature) must be > 0, not {lam}")
         self.lam, self.bidirectional = float(lam), bool(bidirectional)
-        self._config = {"lam": self.lam, "bidirectional": self.bidirectional}
 
     def _logits(self, support, support_labels, query, way):
         # support [E, S, Ls, C], query [E, Q, Lq, C]

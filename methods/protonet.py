@@ -22,7 +22,6 @@ class ProtoNet(Head):
         if metric not in ("euclidean", "cosine"):
             raise ValueError(f"protonet metric must be 'euclidean' or 'cosine', not '{metric}'")
         self.metric, self.scale = metric, scale
-        self._config = {"metric": metric, "scale": scale}
 
     def forward(self, support, support_labels, query, way):
         # support [E, S, C], query [E, Q, C]

@@ -74,7 +74,6 @@ class STAF(Head):
         self.alpha, self.lamda, self.scale, self.temperature = alpha, lamda, scale, temperature
         self.cam = _Fusion(self.positions, hidden)
         self.classifier = nn.Conv3d(self.channels, num_train_classes, 1) if num_train_classes else None
-        self._config = {"alpha": alpha, "lamda": lamda, "scale": scale, "temperature": temperature, "hidden": hidden}
 
     # -- the attention -------------------------------------------------------------------------------
     def _bn(self, h: torch.Tensor, skip: bool, stats: list | None) -> torch.Tensor:

@@ -154,7 +154,6 @@ class TRX(Head):
         if bad:
             raise ValueError(f"trx temporal_set {list(temporal_set)}: cardinalities {bad} are not between 1 and T = {frames} frames")
         self.transformers = nn.ModuleList(_Cardinality(frames, channels, dim, int(w), dropout, pe_scale) for w in temporal_set)
-        self._config = {"temporal_set": [int(w) for w in temporal_set], "dim": dim, "dropout": dropout, "pe_scale": pe_scale}
 
     def _unpack(self, reps: torch.Tensor) -> list[dict]:
         parts, start = [], 0

@@ -1,4 +1,5 @@
 """torchrun with 2 CPU processes gives byte-identical per-episode records to one process."""
+import json
 import os
 import shutil
 import subprocess
@@ -36,3 +37,6 @@ def test_two_processes_give_the_records_of_one(write_protocol, tmp_path):
         two = (tmp_path / "two/tiny-5w1s" / method / "episodes.jsonl").read_bytes()
         assert one == two and len(one.splitlines()) == 300
         assert not (tmp_path / "two/tiny-5w1s" / method / ".parts").exists()
+        summary = json.loads((tmp_path / "two/tiny-5w1s" / method / "summary.json").read_text())
+        assert summary["processes"] == 2 and summary["resumed_episodes"] == 0, "a fresh run resumed nothing"
+    assert "scored before a stop" not in double.stdout + double.stderr

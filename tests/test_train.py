@@ -25,7 +25,6 @@ class _LinearProto(Head):
     def __init__(self, feature_shape, dim: int = 16):
         super().__init__()
         self.map = nn.Linear(feature_shape[0], dim)
-        self._config = {"dim": dim}
 
     def embed(self, features):  # [N, C] -> [N, dim]
         return self.map(features)

@@ -27,10 +27,15 @@ def list_backbones(pattern: str = "*") -> list[str]:
     return sorted(n for n in _BACKBONES if fnmatch.fnmatch(n, pattern))
 
 
-def create_backbone(name: str) -> nn.Module:
+def backbone_factory(name: str) -> Callable[[], nn.Module]:
+    """The function registered as backbone `name` (its module is the backbone's code)."""
     if name not in _BACKBONES:
         raise HarnessError(f"unknown backbone '{name}'", where="field 'backbone.name'", fix=f"use one of: {', '.join(list_backbones())}")
-    return _BACKBONES[name]()
+    return _BACKBONES[name]
+
+
+def create_backbone(name: str) -> nn.Module:
+    return backbone_factory(name)()
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
