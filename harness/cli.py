@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
+
+_UNSET = object()  # an option that was not given
 
 
 def _settings(args):
@@ -173,40 +178,178 @@ def cmd_list(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--home", help="data home for datasets, features and checkpoints (default: $FSV_HOME or ./.fsv)")
-    common.add_argument("--results", default="results", help="results folder (default: ./results)")
-    common.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    common.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for decoding clips (default: 0)")
-    common.add_argument("--batch-episodes", type=int, default=1000, help="episodes scored per batch; never changes a prediction")
-    common.add_argument("--quiet", action="store_true", help="no progress bars")
-    common.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="backbone arithmetic when extracting features (bf16: mixed precision for GPUs, cached apart; on CPUs without bf16 units it is far slower)")
-    common.add_argument("--recompute", action="store_true", help="score episodes again even when the same run's results exist (train: start again from step 0)")
+def _check_episodes(n: int) -> int:
+    if n < 1:
+        raise HarnessError(f"{n} episodes would evaluate nothing", where="--episodes", fix="pass --episodes N with N >= 1, or leave --episodes out for the full count")
+    return n
 
-    parser = argparse.ArgumentParser(prog="bench.py", description="Few-shot video classification benchmark harness. With no command: the quickstart.", parents=[common])
-    parser.add_argument("--episodes", type=int, default=None, help="episodes per protocol in the quickstart (default: the protocols' 10000)")
+
+def _check_batch_episodes(n: int) -> int:
+    if n < 1:
+        raise HarnessError(f"{n} episodes per batch cannot score anything", where="--batch-episodes", fix="pass --batch-episodes N with N >= 1 (default: 1000; it never changes a prediction)")
+    return n
+
+
+def _check_workers(n: int) -> int:
+    if n < 0:
+        raise HarnessError(f"{n} worker processes: a count cannot be negative", where="--workers", fix="pass --workers 0 (decode in the main process) or a positive number of processes")
+    return n
+
+
+def _check_device(name: str) -> str:
+    """`name` when this machine has that device: auto, cpu, cuda, or cuda:N with N below the number of GPUs."""
+    if not re.fullmatch(r"auto|cpu|cuda(:(0|[1-9][0-9]*))?", name):
+        raise HarnessError(f"unknown device '{name}'", where="--device", fix="use auto, cpu, cuda or cuda:N (N: a GPU index from 0)")
+    import torch
+
+    from harness.pipeline import pick_device
+
+    device = pick_device(name)  # refuses a CUDA device where PyTorch sees none
+    count = torch.cuda.device_count()
+    if device.type == "cuda" and device.index is not None and device.index >= count:
+        raise HarnessError(f"there is no GPU {name}: PyTorch sees {count} (cuda:0 to cuda:{count - 1})", where="--device", fix=f"use --device cuda:N with N below {count}, or --device cuda")
+    return name
+
+
+@dataclass(frozen=True)
+class Common:
+    """An option that may come before or after the command's name; a command that does not use it refuses it."""
+
+    flag: str
+    help: str
+    default: object = None
+    type: Callable[[str], object] | None = None
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    switch: bool = False  # takes no value (store_true)
+    path: bool = False  # values that name the same absolute path agree
+    check: Callable[[object], object] | None = None  # returns a given value, or raises HarnessError
+
+    @property
+    def dest(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+    @property
+    def before_dest(self) -> str:
+        """Where the main parser keeps the value given before the command (the command's parser keeps `dest`)."""
+        return f"{self.dest} (before the command)"
+
+    def same(self, a, b) -> bool:
+        return os.path.abspath(a) == os.path.abspath(b) if self.path else a == b
+
+
+COMMON = (
+    Common("--home", "data home for datasets, features and checkpoints (default: $FSV_HOME or ./.fsv)", metavar="DIR", path=True),
+    Common("--results", "results folder (default: ./results)", default="results", metavar="DIR", path=True),
+    Common("--device", "auto, cpu, cuda or cuda:N (default: auto)", default="auto", metavar="DEVICE", check=_check_device),
+    Common("--workers", "DataLoader worker processes for decoding clips (default: 0)", default=0, type=int, metavar="N", check=_check_workers),
+    Common("--batch-episodes", "episodes scored per batch; never changes a prediction (default: 1000)", default=1000, type=int, metavar="N", check=_check_batch_episodes),
+    Common("--episodes", "evaluate only the first N episodes of the protocol (default: all)", type=int, metavar="N", check=_check_episodes),
+    Common("--quiet", "no progress bars", default=False, switch=True),
+    Common("--precision", "backbone arithmetic when extracting features (bf16: mixed precision for GPUs, cached apart; on CPUs without bf16 units it is far slower)", default="fp32", choices=("fp32", "bf16")),
+    Common("--recompute", "ignore what is on disk for this run: embed the scored videos' features again and score every episode again (the dataset, pretrained backbone weights and trained checkpoints are kept)", default=False, switch=True),
+)
+_EVERY = tuple(o.flag for o in COMMON)
+
+#: the common options each command uses; it refuses the others
+USES: dict[str, tuple[str, ...]] = {
+    "quickstart": _EVERY,
+    "synth": ("--workers", "--quiet"),
+    "pretrain": ("--home", "--workers", "--quiet"),  # pretraining runs on the CPU
+    "run": _EVERY,
+    "train": ("--home", "--device", "--workers", "--batch-episodes", "--quiet", "--precision", "--recompute"),
+    "import-checkpoint": (),
+    "splits verify": (),
+    "compare": ("--results",),
+    "leaderboard": ("--results",),
+    "perf": ("--home", "--device", "--workers", "--episodes"),
+    "list": (),
+}
+
+#: help of a common option where one command gives it another meaning
+HELP = {
+    ("quickstart", "--episodes"): "episodes per protocol in the quickstart (default: the protocols' 10000)",
+    ("quickstart", "--recompute"): "embed every video again, train every method again from step 0 and score every episode again (the dataset and the pretrained backbone are kept)",
+    ("synth", "--workers"): "processes writing videos (default: 0, which means up to 2)",
+    ("train", "--batch-episodes"): "validation episodes scored per batch; never changes a prediction (default: 1000)",
+    ("train", "--recompute"): "embed the train and val videos again and start the training again from step 0 instead of continuing or keeping it",
+    ("perf", "--home"): "data home; perf keeps its synthetic videos in <home>/perf (default: $FSV_HOME or ./.fsv)",
+    ("perf", "--workers"): "DataLoader worker processes of the end-to-end comparison (default: 0)",
+    ("perf", "--episodes"): "episodes per comparison (default: 10000; --quick: 1000)",
+}
+
+
+def _add_common(parser: argparse.ArgumentParser, command: str, before: bool = False) -> None:
+    """Give `parser` every common option, shown in its help only where `command` uses it. Nothing is stored for
+    an option not given (no default), so a value given on one side of the command is never overwritten by the
+    other side's default; `resolve_common` merges both sides and fills the defaults."""
+    for o in COMMON:
+        shown = HELP.get((command, o.flag), o.help) if o.flag in USES[command] else argparse.SUPPRESS
+        kwargs = {"action": "store_true"} if o.switch else {"type": o.type, "metavar": o.metavar, "choices": o.choices}
+        parser.add_argument(o.flag, dest=o.before_dest if before else o.dest, default=argparse.SUPPRESS, help=shown, **kwargs)
+
+
+def _label(command: str) -> str:
+    return "the quickstart (`bench.py` with no command)" if command == "quickstart" else f"`bench.py {command}`"
+
+
+def resolve_common(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with one value per common option: the one given before the command or after it (both: they must
+    agree), checked, or the default when neither was given. An option the command does not use is refused."""
+    command = args.command_name
+    for o in COMMON:
+        before = vars(args).pop(o.before_dest, _UNSET)
+        after = vars(args).pop(o.dest, _UNSET)
+        if before is not _UNSET and after is not _UNSET and not o.same(before, after):
+            raise HarnessError(f"given twice with different values: {before} before `{command}` and {after} after it", where=o.flag, fix=f"give {o.flag} once, before or after the command")
+        value = before if after is _UNSET else after
+        if value is _UNSET:
+            setattr(args, o.dest, o.default)
+            continue
+        if o.flag not in USES[command]:
+            takes = ", ".join(USES[command]) or "none of the common options"
+            raise HarnessError(f"not used by {_label(command)}", where=o.flag, fix=f"leave {o.flag} out; {_label(command)} takes {takes}")
+        setattr(args, o.dest, o.check(value) if o.check else value)
+    return args
+
+
+COMMON_EPILOG = (
+    "The common options (--home, --results, --device, --workers, --batch-episodes, --episodes, --quiet, --precision, "
+    "--recompute) may come before or after the command: `bench.py --home X run ...` is `bench.py run --home X ...`. "
+    "Given in both places, the two values must agree, or the command is refused. A command refuses a common option "
+    "it does not use (`bench.py COMMAND --help` lists the ones it takes)."
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench.py", description="Few-shot video classification benchmark harness. With no command: the quickstart.", epilog=COMMON_EPILOG)
+    _add_common(parser, "quickstart", before=True)
+    parser.set_defaults(func=cmd_quickstart, command_name="quickstart")
     sub = parser.add_subparsers(dest="command")
 
-    synth = sub.add_parser("synth", help="write the embedded synthetic benchmark to a folder", parents=[common])
+    def command(name: str, help: str, func, key: str | None = None) -> argparse.ArgumentParser:
+        """A subcommand parser with the common options; `key` names it in USES (default: `name`)."""
+        cmd = sub.add_parser(name, help=help, epilog=COMMON_EPILOG)
+        _add_common(cmd, key or name)
+        cmd.set_defaults(func=func, command_name=key or name)
+        return cmd
+
+    synth = command("synth", "write the embedded synthetic benchmark to a folder", cmd_synth)
     synth.add_argument("--out", required=True, help="folder to write <class>/<video>/<frame>.jpg and the split files into")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--videos-per-class", type=int, default=30)
     synth.add_argument("--frames", type=int, default=16)
     synth.add_argument("--size", type=int, default=64)
-    synth.set_defaults(func=cmd_synth)
 
     def with_protocol(name: str, help: str, func):
-        cmd = sub.add_parser(name, help=help, parents=[common])
+        cmd = command(name, help, func)
         cmd.add_argument("--protocol", required=True, help="a protocol file, or the name of a shipped one (see `list`)")
         cmd.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a protocol field, e.g. --set dataset.root=/data/hmdb51")
-        cmd.set_defaults(func=func)
         return cmd
 
     with_protocol("pretrain", "train a backbone that has no published weights (tiny3d) on the train split", cmd_pretrain)
     run = with_protocol("run", "evaluate methods on a protocol's test episodes", cmd_run)
     run.add_argument("--method", required=True, action="append", help="a registered method (repeat for several)")
-    run.add_argument("--episodes", type=int, default=None, help="evaluate only the first N episodes of the protocol")
     run.add_argument("--checkpoint", help="a method checkpoint to evaluate (default: the one training selected on val)")
     train = with_protocol("train", "meta-train a method on the train split, selecting on val", cmd_train)
     train.add_argument("--method", required=True, help="a registered method with parameters (see `list`)")
@@ -218,32 +361,29 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--out", help="where to write the harness checkpoint (default: beside the file)")
 
     splits = sub.add_parser("splits", help="published few-shot splits")
+    _add_common(splits, "splits verify")  # `splits --quiet verify DIR` is refused like `splits verify DIR --quiet`
     splits_sub = splits.add_subparsers(dest="splits_command", required=True)
-    verify = splits_sub.add_parser("verify", help="check split files against the published manifests; exit 1 on any difference")
+    verify = splits_sub.add_parser("verify", help="check split files against the published manifests; exit 1 on any difference", epilog=COMMON_EPILOG)
+    _add_common(verify, "splits verify")
     verify.add_argument("folder", help="folder holding the split files (trainlist*.txt, vallist*.txt, testlist*.txt)")
     verify.add_argument("--split", help="compare with this manifest (hmdb_arn, ucf_arn, kinetics_cmn, ssv2_cmn, ssv2_otam) instead of finding it by hash")
-    verify.set_defaults(func=cmd_splits)
+    verify.set_defaults(func=cmd_splits, command_name="splits verify")
 
-    cmp = sub.add_parser("compare", help="paired comparison of methods evaluated on the same episodes", parents=[common])
+    cmp = command("compare", "paired comparison of methods evaluated on the same episodes", cmd_compare)
     cmp.add_argument("methods", nargs="+", metavar="METHOD", help="two or more methods with results on the protocol")
     cmp.add_argument("--protocol", required=True, help="the protocol's name (its folder under --results) or its file")
     cmp.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
     cmp.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
-    cmp.set_defaults(func=cmd_compare)
-    board = sub.add_parser("leaderboard", help="methods x protocols from the results folder, every number with its provenance", parents=[common])
+    board = command("leaderboard", "methods x protocols from the results folder, every number with its provenance", cmd_leaderboard)
     board.add_argument("--format", choices=["rich", "md", "csv", "json"], default="rich")
     board.add_argument("--out", metavar="FILE", help="write the table to FILE instead of the terminal")
     board.add_argument("--plot", metavar="FILE", help="FILE.svg (needs nothing) or FILE.png (needs matplotlib)")
-    board.set_defaults(func=cmd_leaderboard)
 
-    perf = sub.add_parser("perf", help="speed benchmarks: harness vs per-episode pipeline, batched vs one-at-a-time heads, extraction workers", parents=[common])
+    perf = command("perf", "speed benchmarks: harness vs per-episode pipeline, batched vs one-at-a-time heads, extraction workers", cmd_perf)
     perf.add_argument("--quick", action="store_true", help="smaller sizes: about a minute on 2 cores")
     perf.add_argument("--out", metavar="FILE.json", help="where to write the results (default: perf-full.json or perf-quick.json)")
-    perf.add_argument("--episodes", type=int, default=None, help="episodes per comparison (default: 10000; --quick: 1000)")
-    perf.set_defaults(func=cmd_perf)
 
-    sub.add_parser("list", help="list methods, backbones and protocols", parents=[common]).set_defaults(func=cmd_list)
-    parser.set_defaults(func=cmd_quickstart)
+    command("list", "list methods, backbones and protocols", cmd_list)
     return parser
 
 
@@ -260,7 +400,7 @@ def _with_protocol_file(e: HarnessError, protocol) -> HarnessError:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        return args.func(resolve_common(args))
     except HarnessError as e:
         print(f"error: {_with_protocol_file(e, getattr(args, 'loaded_protocol', None)).message}", file=sys.stderr)
         return 2

@@ -287,7 +287,7 @@ def test_a_checkpoint_that_carries_code_is_refused_without_running_it(tmp_path, 
     if how == "run --checkpoint":
         argv = run_args(protocol, tmp_path, "--checkpoint", str(evil))
     elif how == "import-checkpoint":
-        argv = ["import-checkpoint", "--from", "trx", str(evil), "--protocol", str(protocol), "--home", str(tmp_path), "--quiet"]
+        argv = ["import-checkpoint", "--from", "trx", str(evil), "--protocol", str(protocol)]
     else:
         with pytest.raises(HarnessError) as e:
             load_checkpoint(evil)  # what train --resume reads last.pt with

@@ -121,9 +121,9 @@ class Command:
 
 def cli(command: str, folder: Path, weights: Path, protocol: Path) -> list[str]:
     """The same command every time: only the folder differs between the uninterrupted and the killed runs."""
-    args = [command, "--protocol", str(protocol), "--method", METHOD, "--home", str(folder / "home"), "--results", str(folder / "results"),
+    args = [command, "--protocol", str(protocol), "--method", METHOD, "--home", str(folder / "home"),
             "--quiet", "--device", "cpu", "--set", f"frames.resize={SIZE}", "--set", f"frames.crop={SIZE}", "--set", f"backbone.weights={weights}"]
-    return args + (["--batch-episodes", str(BATCH_EPISODES)] if command == "run" else [])
+    return args + (["--results", str(folder / "results"), "--batch-episodes", str(BATCH_EPISODES)] if command == "run" else [])
 
 
 def run_through(args: list[str]) -> Command:
