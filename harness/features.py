@@ -6,20 +6,24 @@ Layout under <home>/features/<backbone>-<key>/:
     packs/<list hash>.npy        the maps of one video list stacked [N, C, T', H', W'], memory-mapped on read
 
 Files are .npy loaded with allow_pickle=False: nothing in the store can execute code. A video's entry is
-keyed by its folder, frame count and folder modification time, so re-extracted frames are embedded anew.
+keyed by its name ('class/video', as the split file writes it) and its content fingerprint
+(`harness.data.fingerprint`: the bytes of the frames the loader decodes, never a path or a modification
+time). A moved or copied data root, a moved data home, or a store shared between machines finds every entry;
+a frame overwritten in place embeds that video anew, and only it. A pack is keyed by the entry keys of its list.
+`renew` (used by --recompute) embeds the videos of a list anew, once per process.
 
 Every entry and pack ends with a SHA-256 trailer (harness.files, written in the same atomic rename as the
 data). An entry is checked whenever it is read (by `missing` when no good pack covers the list, and again
 when a pack is built from it); a pack is checked once when it is first used in a process (hashing it costs
 about 0.4 s for 1,300 maps of 400 KB at 1.2 GB/s). A damaged entry is deleted and reported in one line
 naming its video, and the video is embedded again; a damaged pack is deleted and rebuilt from the entries.
-Damaged bytes are never served. The key covers the weights file's SHA-256: other weights, other features.
+Damaged bytes are never served. The key covers the weights file's SHA-256 and the backbone's code (harness.provenance): other weights or an
+edited backbone, other features.
 """
 from __future__ import annotations
 
 import hashlib
 import io
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 
 from harness.data.clips import clip_loader
+from harness.data.fingerprint import video_fingerprint
 from harness.data.index import Video
 from harness.errors import HarnessError
 from harness.files import DamagedFile, atomic_write_checksummed, atomic_write_json, read_checksummed, verify_checksummed
@@ -34,15 +39,19 @@ from harness.files import atomic_save_npy_checksummed
 from harness.locks import file_lock
 from harness.protocol import FramesSpec, canonical_json, frames_key
 
-STORE_VERSION = 2  # 2: entries and packs carry a SHA-256 trailer (version 1 stores are left unused)
+#: 3: entries keyed by video name and content (2: by path and modification time; 1: no SHA-256 trailers);
+#: stores of other versions are left unused
+STORE_VERSION = 3
 PRECISIONS = ("fp32", "bf16")
 #: packs whose checksum held in this process: path -> (device, inode, size, mtime); a replaced file is checked again
 _VERIFIED_PACKS: dict[Path, tuple] = {}
+#: (store folder, pack name) of the video lists `FeatureStore.renew` embedded anew in this process
+_RENEWED: set[tuple[Path, str]] = set()
 
 
-def video_entry_key(video: Video) -> str:
-    stat = os.stat(video.path)
-    ident = f"{video.identity}\0{video.n_frames}\0{stat.st_mtime_ns}"  # identity: path, plus the member of a zip
+def video_entry_key(video: Video, frames: FramesSpec) -> str:
+    """40 hex digits naming a video's entry: its 'class/video' name and content fingerprint (no path, no time)."""
+    ident = f"{video.key}\0{video_fingerprint(video, frames)}"
     return hashlib.sha256(ident.encode()).hexdigest()[:40]
 
 
@@ -64,33 +73,49 @@ def embed_clips(backbone: torch.nn.Module, clips: torch.Tensor, device: torch.de
 
 
 class FeatureStore:
-    def __init__(self, home: Path, backbone: str, weights_sha256: str, frames: FramesSpec, precision: str = "fp32"):
+    def __init__(self, home: Path, backbone: str, weights_sha256: str, frames: FramesSpec, precision: str = "fp32", code_sha256: str | None = None):
+        """`code_sha256`: the backbone's code (default: `harness.provenance.backbone_code_sha256` of the registered
+        backbone `backbone`); an edit of that code gives another store, never stale features."""
         if precision not in PRECISIONS:
             raise HarnessError(f"unknown precision '{precision}'", fix=f"use one of: {', '.join(PRECISIONS)}")
+        if code_sha256 is None:
+            from harness.provenance import backbone_code_sha256  # it reads this module's source
+
+            code_sha256 = backbone_code_sha256(backbone)
         # bf16 features differ from fp32 ones in their low bits: another key, never mixed
-        self.meta = {"backbone": backbone, "weights_sha256": weights_sha256, "frames": frames_key(frames), "precision": precision, "version": STORE_VERSION}
+        self.meta = {"backbone": backbone, "weights_sha256": weights_sha256, "code_sha256": code_sha256, "frames": frames_key(frames), "precision": precision, "version": STORE_VERSION}
         self.precision = precision
         self.key = hashlib.sha256(canonical_json(self.meta).encode()).hexdigest()[:16]
         self.dir = home / "features" / f"{backbone}-{self.key}"
         self.frames = frames
+        self._keys: dict[Video, str] = {}  # see _entry_keys
 
     def locked(self):
         """The store's lock (<store>/.lock): held for finding, embedding and packing, so that a second process
         on the same store waits, then finds the work done."""
         return file_lock(self.dir / ".lock", what=f"features in {self.dir}")
 
-    def _video_path(self, video: Video) -> Path:
-        h = video_entry_key(video)
-        return self.dir / "videos" / h[:2] / f"{h}.npy"
+    def _entry_keys(self, videos: list[Video]) -> list[str]:
+        """The videos' entry keys, each fingerprinted once in the life of this store object (one job)."""
+        for v in videos:
+            if v not in self._keys:
+                self._keys[v] = video_entry_key(v, self.frames)
+        return [self._keys[v] for v in videos]
 
-    def _pack_path(self, videos: list[Video]) -> Path:
-        keys = [video_entry_key(v) for v in videos]
+    def _entry_path(self, key: str) -> Path:
+        return self.dir / "videos" / key[:2] / f"{key}.npy"
+
+    def _video_path(self, video: Video) -> Path:
+        return self._entry_path(self._entry_keys([video])[0])
+
+    def _pack_path(self, keys: list[str]) -> Path:
+        """The pack of the videos with these entry keys, in this order."""
         return self.dir / "packs" / f"{hashlib.sha256(chr(10).join(keys).encode()).hexdigest()[:32]}.npy"
 
-    def _read_entry(self, video: Video) -> tuple[tuple, np.dtype, memoryview] | None:
+    def _read_entry(self, video: Video, key: str) -> tuple[tuple, np.dtype, memoryview] | None:
         """(shape, dtype, raw C-order data) of a video's checked entry; None when it has none. A damaged
         entry is reported, deleted and taken as missing."""
-        path = self._video_path(video)
+        path = self._entry_path(key)
         return _checked(path, lambda: _npy_parts(read_checksummed(path)), f"the entry of video {video.key}", "to be embedded again")
 
     def _pack_ok(self, pack: Path) -> bool:
@@ -109,9 +134,28 @@ class FeatureStore:
 
     def missing(self, videos: list[Video]) -> list[Video]:
         """The videos without a good entry (a damaged one is deleted and counted as missing)."""
-        if videos and self._pack_ok(self._pack_path(videos)):
+        keys = self._entry_keys(videos)
+        if videos and self._pack_ok(self._pack_path(keys)):
             return []  # a good pack holds them all
-        return [v for v in videos if self._read_entry(v) is None]
+        return [v for v, k in zip(videos, keys) if self._read_entry(v, k) is None]
+
+    def renew(self, videos: list[Video]) -> bool:
+        """Make the next `missing` and `extract` take `videos` as never embedded (what --recompute asks): their
+        entries are deleted, and so is every pack of the store (a pack holding one of them would serve its old
+        maps; packs are rebuilt from the entries). Done once per process for a store and a video list, so the
+        methods run one after another on one index share one embedding; returns whether it was done now.
+        Call it holding `locked()`."""
+        keys = self._entry_keys(videos)
+        mark = (self.dir, self._pack_path(keys).name)
+        if mark in _RENEWED:
+            return False
+        for key in keys:
+            self._entry_path(key).unlink(missing_ok=True)
+        for pack in (self.dir / "packs").glob("*.npy"):
+            pack.unlink(missing_ok=True)
+            _VERIFIED_PACKS.pop(pack, None)
+        _RENEWED.add(mark)
+        return True
 
     @torch.inference_mode()
     def extract(
@@ -127,6 +171,7 @@ class FeatureStore:
         todo = self.missing(videos)
         if not todo:
             return 0
+        keys = self._entry_keys(todo)
         if not (self.dir / "meta.json").is_file():
             atomic_write_json(self.dir / "meta.json", self.meta)
         prepare_backbone(backbone, device)
@@ -144,14 +189,15 @@ class FeatureStore:
                         where=str(todo[p].path),
                         fix="check the weights file (a diverged or damaged one gives NaN) and the video's frames; nothing was cached for it",
                     )
-                atomic_save_npy_checksummed(self._video_path(todo[p]), m)
+                atomic_save_npy_checksummed(self._entry_path(keys[p]), m)
             if progress:
                 progress(len(positions))
         return len(todo)
 
-    def _build_pack(self, pack: Path, videos: list[Video]) -> None:
-        """Stack the checked entries of `videos` into one checksummed .npy, streamed (never all in memory)."""
-        first = self._read_entry(videos[0])
+    def _build_pack(self, pack: Path, videos: list[Video], keys: list[str]) -> None:
+        """Stack the checked entries of `videos` (entry `keys`) into one checksummed .npy, streamed (never all
+        in memory)."""
+        first = self._read_entry(videos[0], keys[0])
         if first is None:
             raise RuntimeError(f"video {videos[0].key} has no features yet; extract it first")
         shape, dtype, _ = first
@@ -159,8 +205,8 @@ class FeatureStore:
 
         def write(f) -> None:
             np.lib.format.write_array_header_1_0(f, header)  # what np.save writes for such a header
-            for video in videos:
-                entry = self._read_entry(video)
+            for video, key in zip(videos, keys):
+                entry = self._read_entry(video, key)
                 if entry is None:
                     raise RuntimeError(f"video {video.key} has no features (missing or damaged); extract it again")
                 if entry[0] != shape or entry[1] != dtype:
@@ -173,12 +219,13 @@ class FeatureStore:
 
     def load(self, videos: list[Video]) -> torch.Tensor:
         """The maps of `videos` in order, [N, C, T', H', W'], memory-mapped from one checked pack file."""
-        pack = self._pack_path(videos)
+        keys = self._entry_keys(videos)
+        pack = self._pack_path(keys)
         if not self._pack_ok(pack):
-            missing = [v for v in videos if not self._video_path(v).is_file()]
+            missing = [v for v, k in zip(videos, keys) if not self._entry_path(k).is_file()]
             if missing:
                 raise RuntimeError(f"{len(missing)} videos have no features yet (first: {missing[0].key}); extract them first")
-            self._build_pack(pack, videos)
+            self._build_pack(pack, videos, keys)
         # copy-on-write mapping: pages are read lazily and the file can never be changed through it
         maps = np.load(pack, mmap_mode="c", allow_pickle=False)
         if maps.shape[0] != len(videos):

@@ -31,10 +31,7 @@ from harness.locks import file_lock
 from harness.pretrain import PRETRAIN_DEFAULTS, pretrain, pretrained_path
 from harness.protocol import Protocol, canonical_json, dataset_root, protocol_origin, resolve_path, split_dir
 from harness.provenance import code_record, environment
-try:  # TEMPORARY-DEV
-    from harness.data.fingerprint import index_fingerprint
-except ImportError:  # TEMPORARY-DEV
-    index_fingerprint = lambda index, frames: index.sha256  # noqa: E731  TEMPORARY-DEV
+from harness.data.fingerprint import index_fingerprint
 from harness.results import RunFolder
 from harness.stats import accuracy_summary
 
@@ -174,6 +171,8 @@ def features_for(p: Protocol, s: Settings, index: VideoIndex, backbone: torch.nn
     with store.locked() if rank == 0 else contextlib.nullcontext():
         if rank == 0:  # before the other ranks start writing: what is left now was left by a killed process
             remove_stale_temporaries(store.dir, store.dir / "packs", *subfolders(store.dir / "videos"))
+            if s.recompute and store.renew(index.videos):  # once per process: the methods after the first share it
+                log(f"--recompute: the features of the {len(index)} {index.part} videos are computed anew")
         distributed.barrier()
         missing = store.missing(index.videos)
         todo = missing[rank::size]  # each process embeds its share; one process: all
@@ -360,7 +359,7 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
         remove_stale_temporaries(folder.dir, *subfolders(folder.run_dir.parent), *subfolders(folder.parts.parent))
     finished = folder.finished_run(fingerprint)
     if finished is not None and not s.recompute:
-        folder.complete_interrupted_finish()
+        folder.make_latest()  # the run asked for last is the one leaderboard and compare read
         log(f"{method} on {p.name}: results of this very run are already there (records checked; use --recompute to score again)")
         return {**finished, "records_path": str(folder.records_path)}
     done = {start: folder.read_chunk(path) for start, path in folder.finished_chunks().items()} if not s.recompute else {}

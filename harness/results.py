@@ -14,7 +14,7 @@ method and weights give byte-identical episodes.jsonl.
 
 Concurrent runs: runs of one protocol and method that differ (another --episodes, checkpoint, weights: another
 fingerprint) each keep their own runs/<fingerprint>/; the top-level pair is replaced under an exclusive lock,
-by whichever finishes last, and readers that take the shared lock never see one run's records beside another's
+by whichever finishes (or is served from disk) last, and readers that take the shared lock never see one run's records beside another's
 summary. Two identical runs write identical records. Chunk writes and their removal take the same lock.
 """
 from __future__ import annotations
@@ -104,20 +104,11 @@ class RunFolder:
             self._drop_chunks()
         return digest
 
-    def complete_interrupted_finish(self) -> None:
-        """Finish what a process killed inside `finish` left undone, for a run whose own copy (runs/<fingerprint>/)
-        is complete: make it the top-level pair if that pair is missing or older than it (`finish` writes the
-        run's copy first, so a kill between the two leaves the top-level pair behind; a run that finished later
-        keeps it), and drop the run's chunks if their removal was cut short."""
-        own_summary, top_summary = self.run_dir / "summary.json", self.dir / "summary.json"
+    def make_latest(self) -> None:
+        """Make this finished run (its own pair in runs/<fingerprint>/ is complete) the top-level pair, as when it
+        is asked for again and served from disk, and drop its chunks if a killed `finish` left them."""
         with self.locked():
-            try:
-                top = json.loads(top_summary.read_bytes())
-                top_ns = top_summary.stat().st_mtime_ns
-            except (OSError, ValueError):
-                top, top_ns = None, -1
-            ours = isinstance(top, dict) and top.get("run_fingerprint") == self.fingerprint
-            if not ours and own_summary.is_file() and own_summary.stat().st_mtime_ns > top_ns:
+            if not _same_file(self.dir / "summary.json", self.run_dir / "summary.json") or not _same_file(self.dir / "episodes.jsonl", self.records_path):
                 self._link_latest()
             if self.parts.exists():
                 self._drop_chunks()
@@ -133,6 +124,13 @@ class RunFolder:
             self.parts.parent.rmdir()
         except OSError:
             pass
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 def _finished(folder: Path, fingerprint: str) -> tuple[dict, bytes, bytes] | bool | None:

@@ -141,11 +141,12 @@ def test_runs_with_other_fingerprints_are_all_kept_and_found_again(write_protoco
     monkeypatch.setattr(pipeline, "evaluate", lambda *a, **k: scored.append(1) or real(*a, **k))
     again = run_method(p, "protonet", settings(home, results), n_episodes=60)
     assert scored == [] and again["records_sha256"] == a["records_sha256"], "an earlier run is found in runs/"
+    assert load_run(folder).summary["run_fingerprint"] == a["run_fingerprint"], "the run asked for last is the top level again"
 
     # results written before runs/ existed: the top-level pair is found, and kept in runs/ from then on
     shutil.rmtree(folder / "runs")
-    assert RunFolder(results, "tiny-5w1s", "protonet", b["run_fingerprint"]).finished_run() is not None
-    assert (folder / "runs" / b["run_fingerprint"] / "episodes.jsonl").read_bytes() == (folder / "episodes.jsonl").read_bytes()
+    assert RunFolder(results, "tiny-5w1s", "protonet", a["run_fingerprint"]).finished_run() is not None
+    assert (folder / "runs" / a["run_fingerprint"] / "episodes.jsonl").read_bytes() == (folder / "episodes.jsonl").read_bytes()
     assert not leftovers(results)
 
 

@@ -55,7 +55,8 @@ MARKERS = {
     "train": re.compile(rf"^(?:training {METHOD} on \S+: \d+ steps|resuming {METHOD} at step (\d+) of \d+)"),
     "evaluate": re.compile(rf"^{METHOD} on \S+: scoring \d+ episodes(?: \((\d+) were scored before a stop\))?"),
 }
-TIMING_FIELDS = {"timings", "resumed_episodes", "videos_embedded_this_run", "train_seconds", "resumed_from_step", "checkpoint"}
+#: fields that differ between two runs by design: durations, what a run found done, when and by which command line it ran
+TIMING_FIELDS = {"timings", "resumed_episodes", "videos_embedded_this_run", "train_seconds", "resumed_from_step", "checkpoint", "created_utc", "command"}
 
 
 class Command:

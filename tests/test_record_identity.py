@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _copy_checkout(dst: Path) -> Path:
+    dst.mkdir(parents=True)
     for name in ("bench.py", "harness", "methods", "protocols", "splits"):
         src = REPO / name
         if src.is_dir():

@@ -116,7 +116,7 @@ def test_features_with_nan_are_refused_and_not_cached(protocol, home, tmp_path):
             out[1:2] = float("nan")
             return out
 
-    store = FeatureStore(tmp_path, "broken", "0" * 64, protocol.frames)
+    store = FeatureStore(tmp_path, "broken", "0" * 64, protocol.frames, code_sha256="a backbone defined in this test")
     with pytest.raises(HarnessError, match=f"NaN or Inf features for video {index.videos[1].key}"):
         store.extract(index.videos[:4], Broken(), torch.device("cpu"), batch_size=4)
     missing = store.missing(index.videos[:4])
