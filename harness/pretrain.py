@@ -22,8 +22,13 @@ PRETRAIN_DEFAULTS = {"epochs": 5, "batch_size": 32, "lr": 0.05, "momentum": 0.9,
 
 
 def pretrained_path(home: Path, backbone: str, dataset: str, train_index: VideoIndex, frames: FramesSpec, settings: dict) -> Path:
-    """Where the checkpoint for this backbone, training set, preprocessing and settings lives."""
-    ident = canonical_json({"videos": train_index.sha256, "frames": frames_key(frames), "settings": settings})
+    """Where the checkpoint for this backbone (and its code), training data (the videos' content), preprocessing,
+    settings and pretraining code lives: other data or code, another file, never stale weights."""
+    from harness.data.fingerprint import index_fingerprint
+    from harness.provenance import backbone_code_sha256, sources_sha256
+
+    code = {"backbone": backbone_code_sha256(backbone), "pretrain": sources_sha256(["harness.pretrain"])}
+    ident = canonical_json({"videos": index_fingerprint(train_index, frames), "frames": frames_key(frames), "settings": settings, "code": code})
     return home / "backbones" / f"{backbone}-{dataset}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}.pt"
 
 

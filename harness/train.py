@@ -25,12 +25,14 @@ from harness.checkpoints import checkpoint_dir, load_checkpoint, save_checkpoint
 from harness.console import log, progress_bar
 from harness.episodes import EpisodeSet
 from harness.errors import HarnessError
+from harness.data.fingerprint import index_fingerprint
 from harness.evaluate import embed_pool, evaluate
 from harness.files import atomic_write_json, atomic_write_text
 from harness.data.clips import augment, jittered_indices, load_clip, read_frames
 from harness.locks import file_lock
 from harness.pipeline import Settings, backbone_for, build_head, features_for, head_settings, load_index, remove_stale_temporaries, state_sha256
 from harness.protocol import Protocol
+from harness.provenance import head_code, sources_sha256
 from harness.results import record_line
 from methods import feature_view
 
@@ -91,7 +93,7 @@ def _backbone_payload(backbone, name: str, base_sha: str) -> dict:
 
 
 #: what identifies a training run: a last.pt that agrees on all of these is the same run, stopped
-RUN_IDENTITY = ("method", "method_config", "protocol_sha256", "num_train_classes", "train_settings")
+RUN_IDENTITY = ("method", "method_config", "protocol_sha256", "num_train_classes", "train_settings", "data_sha256", "code")
 
 
 def _base_weights(backbone: dict) -> str | None:
@@ -182,6 +184,9 @@ def _train(p: Protocol, method: str, s: Settings, t: dict, resume: bool, out: Pa
         "protocol_sha256": p.sha256,
         "backbone": {"name": p.backbone.name, "weights_sha256": weights_sha},
         "num_train_classes": len(train_index.classes),
+        # the train and val videos' content, and the code that trains: other data or code, another training
+        "data_sha256": {"train": index_fingerprint(train_index, p.frames), "val": index_fingerprint(val_index, p.frames)},
+        "code": {"head_sha256": head_code(type(head))["head_sha256"], "train_sha256": sources_sha256(["harness.train"])},
         "train_settings": t,
     }
     step, best, history = 0, {"val_accuracy": -1.0, "step": 0}, []

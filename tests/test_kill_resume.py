@@ -436,11 +436,12 @@ def test_a_run_stopped_inside_its_finish_is_completed_by_the_same_command(small,
     assert without_timings(a / "summary.json") == without_timings(b / "summary.json")
     assert leftovers(tmp_path / "b/results") == []
 
-    # a run that finished later keeps the top-level pair: only a pair older than this run's own copy is replaced
+    # the run asked for last is the top-level pair, whether it was scored or served from runs/
     run_method(small, "protonet", settings(tmp_path / "b", batch_episodes=100), n_episodes=50)
-    later = json.loads((b / "summary.json").read_bytes())
+    assert json.loads((b / "summary.json").read_bytes())["n_episodes"] == 50
     run_method(small, "protonet", settings(tmp_path / "b", batch_episodes=100))
-    assert json.loads((b / "summary.json").read_bytes()) == later and later["n_episodes"] == 50
+    assert json.loads((b / "summary.json").read_bytes())["run_fingerprint"] == fingerprint
+    assert (b / "episodes.jsonl").read_bytes() == (a / "episodes.jsonl").read_bytes()
 
 
 def test_temporary_files_of_killed_writers_are_removed_by_the_next_run(small, tmp_path):
