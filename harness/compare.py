@@ -2,7 +2,9 @@
 
     python bench.py compare protonet trx otam --protocol synthetic-5w1s [--alpha 0.05] [--json FILE]
 
-Methods are compared only when their runs share the episode set (its hash in the summaries, and the records
+Only verified runs are compared (harness.verify: records with the SHA-256 their summary names, well formed,
+and giving the summary's figures); any other is refused with the file and field that fail. Methods are
+compared only when their runs share the episode set (its hash in the summaries, and the records
 line up episode by episode); otherwise the comparison is refused. For two methods: the mean paired
 difference of per-episode accuracy with its t-interval, a paired t-test, a Wilcoxon signed-rank test, an
 exact McNemar test on per-query correctness, a paired bootstrap interval over episodes and one over test
@@ -12,9 +14,7 @@ beside it so a disagreement is visible.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,7 +25,7 @@ import numpy as np
 from harness import stats
 from harness.errors import HarnessError
 from harness.files import atomic_write_json
-from harness.locks import file_lock
+from harness.verify import load_verified
 
 DEFAULT_RESAMPLES = 9999
 
@@ -53,59 +53,11 @@ class Run:
         return stats.query_outcomes(self.records)
 
 
-def records_episode_set_sha256(records: list[dict]) -> str:
-    """The episode-set hash recomputed from records (the same formula as `EpisodeSet.sha256`), so records
-    can prove which episodes they hold without their summary."""
-    if not records:
-        raise HarnessError("no episode records", fix="pass the records of a finished run")
-    way = len(records[0]["classes"])
-    shot, query = len(records[0]["support"]) // way, len(records[0]["query"]) // way
-    h = hashlib.sha256(f"way={way} shot={shot} query={query} n={len(records)}\n".encode())
-    for r in records:
-        h.update(f"{r['episode']}:{'|'.join(r['support'] + r['query'])}\n".encode())
-    return h.hexdigest()
-
-
-def read_records(path: Path) -> tuple[list[dict], bytes]:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise HarnessError(f"cannot read {path}: {e.strerror or e}", fix="run the evaluation again (python bench.py run ...)") from None
-    records = []
-    for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise HarnessError(f"line {n} is not JSON ({e.msg})", where=str(path), fix="the file is damaged; run the evaluation again") from None
-    for i, r in enumerate(records):
-        if r.get("episode") != i:
-            raise HarnessError(f"line {i + 1} holds episode {r.get('episode')}, expected {i}", where=str(path), fix="records must be a run's episodes 0..n-1 in order; run the evaluation again")
-    return records, data
-
-
 def load_run(folder: Path) -> Run:
-    """Read <folder>/summary.json and episodes.jsonl and check that they belong together."""
-    folder = Path(folder)
-    summary_path, records_path = folder / "summary.json", folder / "episodes.jsonl"
-    if not summary_path.is_file() or not records_path.is_file():
-        missing = summary_path if not summary_path.is_file() else records_path
-        raise HarnessError(f"no finished run in {folder} ({missing.name} is missing)", fix="evaluate it first: python bench.py run --protocol P --method M")
-    with file_lock(folder / ".lock", shared=True):  # a concurrent run replaces the pair under this lock
-        try:
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise HarnessError(f"summary.json is not JSON ({e.msg})", where=str(summary_path), fix="run the evaluation again") from None
-        records, data = read_records(records_path)
-    digest = hashlib.sha256(data).hexdigest()
-    if summary.get("records_sha256") and summary["records_sha256"] != digest:
-        raise HarnessError(
-            f"episodes.jsonl has SHA-256 {digest[:12]}..., but summary.json was written for {summary['records_sha256'][:12]}...",
-            where=str(folder),
-            fix="the records changed after the run finished; run the evaluation again",
-        )
-    if summary.get("n_episodes") is not None and summary["n_episodes"] != len(records):
-        raise HarnessError(f"summary.json says {summary['n_episodes']} episodes, episodes.jsonl holds {len(records)}", where=str(folder), fix="run the evaluation again")
-    return Run(method=summary.get("method", folder.name), folder=folder, summary=summary, records=records)
+    """The run in <folder>: summary.json and episodes.jsonl read under the folder's shared lock and verified
+    (harness.verify: the records' SHA-256, schema and figures); a run that fails is refused, naming the file."""
+    summary, records, _ = load_verified(folder)
+    return Run(method=summary.get("method", Path(folder).name), folder=Path(folder), summary=summary, records=records)
 
 
 def protocol_for_results(name_or_path: str) -> tuple[str, str | None, str]:

@@ -2,12 +2,30 @@
 
     python bench.py leaderboard [--results DIR] [--format rich|md|csv|json] [--out FILE] [--plot FILE.png|svg]
 
+Only verified runs are shown as measured (harness.verify: the records have the SHA-256 their summary names,
+every record is well formed, and the summary's figures are the ones the records give). The accuracy shown is
+recomputed from the records. A run that fails verification gets no cell, no rank and no point in the
+picture: it is listed below the table (and as an `unverified` row in csv and json) with its folder and the
+reason, so that it is never mistaken for a measurement.
+
 Measured cells show accuracy +- the papers' interval, the best per protocol (by mean; `compare` says whether
 a difference is significant) and a reference to a footer line (rich, md) or sidecar columns (csv, json)
 with the protocol hash, episode-set hash, backbone and weights hash, checkpoint hash, records hash and code
-version. Runs of one protocol on different episode sets are flagged cell by cell, and the best is marked
-within each set only. Published numbers (harness/reported.py) appear in a section of their own, only beside
-protocols of the same dataset, split, way and shot.
+version.
+
+A run of a shipped protocol changed at run time (`--set`, or an edited copy under the shipped name: its
+summary's `protocol_origin` says modified) is shown in a column of its own, `NAME*`, never beside the runs
+of NAME as shipped, with a footnote listing each changed field as shipped and as run. Published numbers
+(harness/reported.py) appear in a section of their own, only beside protocols of the same dataset, split,
+way and shot whose every cell ran the shipped protocol unchanged (not beside `NAME*`, nor beside runs whose
+summary predates `protocol_origin`: their origin is unknown).
+
+Within a column, cells that differ are described by exactly what differs: the episode set, protocol fields
+(dotted, with each value and its cells; `methods.<m>.<k>` is a method setting made in the protocol), the
+harness version or backbone code, the data, the backbone weights. Cells whose episode set or protocol
+(outside its `methods` section) differ are not comparable: they get set letters, and the best is marked
+within each set only. Cells of different methods differ in their methods' settings by nature; that is no
+warning.
 
 The picture is drawn without any plotting library for SVG (written by hand below); PNG needs matplotlib,
 imported only when a PNG is asked for.
@@ -15,7 +33,6 @@ imported only when a PNG is asked for.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -23,9 +40,9 @@ from xml.sax.saxutils import escape
 
 from harness.errors import HarnessError
 from harness.files import atomic_write_bytes, atomic_write_text
-from harness.locks import file_lock
+from harness.protocol import leaf_fields
 from harness.reported import reported_for
-from harness.results import LOCK
+from harness.verify import figures, load_verified
 
 FORMATS = ("rich", "md", "csv", "json")
 SET_LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -35,93 +52,149 @@ def _short(sha: str | None, n: int = 12) -> str:
     return sha[:n] if sha else "-"
 
 
-def _records_verified(folder: Path, summary: dict) -> bool | None:
-    """Whether episodes.jsonl still has the SHA-256 its summary recorded (None: nothing to check against)."""
-    path = folder / "episodes.jsonl"
-    if not summary.get("records_sha256"):
-        return None
-    if not path.is_file():
-        return False
-    return hashlib.sha256(path.read_bytes()).hexdigest() == summary["records_sha256"]
-
-
-def collect(results: Path) -> list[tuple[Path, dict, bool | None]]:
-    """(run folder, summary, records verified) of the latest finished run of every protocol and method, from
+def collect(results: Path) -> tuple[list[tuple[Path, dict, dict]], list[tuple[Path, str]]]:
+    """(verified, unverified) runs: the latest finished run of every protocol and method, from
     <results>/<protocol>/<method>/summary.json (earlier runs are kept in runs/<fingerprint>/, not listed).
+    verified: (run folder, summary, figures recomputed from its records); unverified: (run folder, why).
     Each pair is read under the folder's shared lock: never one run's summary beside another's records."""
     results = Path(results)
     if not results.is_dir():
         raise HarnessError(f"results folder {results} does not exist", fix="evaluate something first (python bench.py run ...) or pass --results DIR")
-    runs = []
-    for path in sorted(results.glob("*/*/summary.json")):
-        with file_lock(path.parent / LOCK, shared=True):
-            try:
-                summary = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                raise HarnessError(f"summary.json is not JSON ({e.msg})", where=str(path), fix="run that evaluation again, or remove the folder") from None
-            runs.append((path.parent, summary, _records_verified(path.parent, summary)))
-    if not runs:
+    paths = sorted(results.glob("*/*/summary.json"))
+    if not paths:
         raise HarnessError(f"no finished runs in {results} (no <protocol>/<method>/summary.json)", fix="evaluate something first: python bench.py run --protocol P --method M")
-    return runs
+    verified, unverified = [], []
+    for path in paths:
+        try:
+            summary, records, _ = load_verified(path.parent)
+        except HarnessError as e:
+            unverified.append((path.parent, e.what))
+            continue
+        verified.append((path.parent, summary, figures(records)))
+    return verified, unverified
+
+
+def _origin(summary: dict) -> tuple[str, dict]:
+    """("shipped" | "modified" | "own" | "unknown", the changed fields) from the summary's protocol_origin."""
+    origin = summary.get("protocol_origin")
+    if not isinstance(origin, dict) or not isinstance(origin.get("shipped"), bool):
+        return "unknown", {}
+    if not origin["shipped"]:
+        return "own", {}
+    if origin.get("modified"):
+        return "modified", origin.get("fields") or {}
+    return "shipped", {}
+
+
+def _measured_cell(folder: Path, s: dict, fig: dict) -> dict:
+    """A measured cell: the figures its records give, and what produced them."""
+    name = s.get("protocol", folder.parent.name)
+    origin, changed = _origin(s)
+    backbone = s.get("backbone") or {}
+    versions = s.get("versions") or {}
+    code = s.get("code") or {}
+    return {
+        "kind": "measured",
+        "method": s.get("method", folder.name),
+        "protocol": name,
+        "column": name + "*" if origin == "modified" else name,
+        "origin": origin,
+        "modified_fields": changed,
+        **fig,
+        "protocol_sha256": s.get("protocol_sha256"),
+        "episode_set_sha256": s.get("episode_set_sha256"),
+        "data_sha256": s.get("data_sha256"),
+        "backbone": backbone.get("name"),
+        "backbone_weights_sha256": backbone.get("weights_sha256"),
+        "backbone_code_sha256": code.get("backbone_code_sha256"),
+        "checkpoint_sha256": s.get("checkpoint_sha256"),
+        "records_sha256": s.get("records_sha256"),
+        "records_verified": True,
+        "harness_version": code.get("harness_version") or versions.get("harness"),
+        "torch_version": versions.get("torch"),
+        "device": s.get("device"),
+        "folder": str(folder),
+        "protocol_content": s.get("protocol_content"),
+    }
+
+
+def _set_key(m: dict) -> tuple:
+    """What makes cells comparable: the episode set and the protocol outside its `methods` section (each
+    method's settings are its own); the protocol hash when the summary has no content."""
+    content = m["protocol_content"]
+    protocol = json.dumps({k: v for k, v in content.items() if k != "methods"}, sort_keys=True) if isinstance(content, dict) else m["protocol_sha256"]
+    return m["episode_set_sha256"], protocol
+
+
+#: the value of a protocol field that one cell's protocol does not have at all
+ABSENT = "(absent)"
+#: what else can differ between the cells of a column, beside the episode set and protocol fields
+PROVENANCE = (("harness version", "harness_version"), ("backbone code", "backbone_code_sha256"), ("data", "data_sha256"), ("backbone weights", "backbone_weights_sha256"))
+
+
+def _spread(cells: list[dict], value) -> list[list]:
+    """[[value, refs of the cells holding it], ...] when the cells hold more than one value, else []."""
+    groups: dict[str, list] = {}
+    for m in cells:
+        v = value(m)
+        groups.setdefault(json.dumps(v, sort_keys=True), [v, []])[1].append(m["ref"])
+    return list(groups.values()) if len(groups) > 1 else []
+
+
+def differences(cells: list[dict]) -> list[dict]:
+    """What differs between the cells of one column: [{"what", "field", "values": [[value, [refs]], ...]}], `what`
+    one of "episode set", "protocol" (one per dotted field), "harness version", "backbone code", "data",
+    "backbone weights". A cell whose summary lacks a field (an older summary) is left out of that field's
+    comparison: unknown is no difference."""
+    leaves = {m["ref"]: leaf_fields(m["protocol_content"]) for m in cells if isinstance(m["protocol_content"], dict)}
+    with_content = [m for m in cells if m["ref"] in leaves]
+    known = lambda key: [m for m in cells if m[key] is not None]  # noqa: E731
+    candidates = [("episode set", "episode_set_sha256", known("episode_set_sha256"), lambda m: m["episode_set_sha256"])]
+    candidates += [("protocol", f, with_content, lambda m, f=f: leaves[m["ref"]].get(f, ABSENT)) for f in sorted(set().union(*leaves.values()))]
+    candidates += [(what, key, known(key), lambda m, key=key: m[key]) for what, key in PROVENANCE]
+    found = []
+    for what, field, group, value in candidates:
+        values = _spread(group, value)
+        if values:
+            found.append({"what": what, "field": field, "values": values})
+    return found
 
 
 def build(results: Path | str = "results") -> dict:
-    """The leaderboard as plain data: protocols (columns), measured cells, reported cells."""
-    runs = collect(Path(results))
-    protocols: dict[str, dict] = {}
-    measured = []
-    for folder, s, verified in runs:
-        name = s.get("protocol", folder.parent.name)
-        content = s.get("protocol_content") or {}
-        col = protocols.setdefault(name, {"name": name, "dataset": (content.get("dataset") or {}).get("name"), "way": content.get("way"),
-                                          "shot": content.get("shot"), "content": content, "sets": {}})
-        backbone = s.get("backbone") or {}
-        versions = s.get("versions") or {}
-        measured.append(
-            {
-                "kind": "measured",
-                "method": s.get("method", folder.name),
-                "protocol": name,
-                "accuracy": s.get("accuracy"),
-                "ci95": s.get("ci95"),
-                "t_interval95": s.get("t_interval95"),
-                "n_episodes": s.get("n_episodes"),
-                "protocol_sha256": s.get("protocol_sha256"),
-                "episode_set_sha256": s.get("episode_set_sha256"),
-                "backbone": backbone.get("name"),
-                "backbone_weights_sha256": backbone.get("weights_sha256"),
-                "checkpoint_sha256": s.get("checkpoint_sha256"),
-                "records_sha256": s.get("records_sha256"),
-                "records_verified": verified,
-                "harness_version": versions.get("harness"),
-                "torch_version": versions.get("torch"),
-                "device": s.get("device"),
-                "folder": str(folder),
-            }
-        )
-    # episode sets per protocol: a letter per distinct (protocol hash, episode-set hash), most cells first
-    for name, col in protocols.items():
-        cells = [m for m in measured if m["protocol"] == name]
-        keys = [(m["protocol_sha256"], m["episode_set_sha256"]) for m in cells]
+    """The leaderboard as plain data: columns (a protocol, or `NAME*` for its modified runs), measured cells,
+    reported cells, unverified runs."""
+    verified, unverified = collect(Path(results))
+    measured = [_measured_cell(folder, s, fig) for folder, s, fig in verified]
+    names = sorted({m["column"] for m in measured}, key=lambda c: (c.removesuffix("*"), c))  # NAME, then NAME*
+    measured.sort(key=lambda m: (names.index(m["column"]), m["method"]))
+    for i, m in enumerate(measured, 1):
+        m["ref"] = i
+    protocols, reported = [], []
+    for name in names:
+        cells = [m for m in measured if m["column"] == name]
+        content = next((m["protocol_content"] for m in cells if isinstance(m["protocol_content"], dict)), {})
+        col = {"name": name, "protocol": cells[0]["protocol"], "modified": name != cells[0]["protocol"], "dataset": (content.get("dataset") or {}).get("name"),
+               "way": content.get("way"), "shot": content.get("shot")}
+        # sets of comparable cells: a letter per distinct (episode set, protocol outside `methods`), most cells first
+        keys = [_set_key(m) for m in cells]
         distinct = sorted(set(keys), key=lambda k: (-keys.count(k), keys.index(k)))
         letter = {k: SET_LETTERS[i % len(SET_LETTERS)] for i, k in enumerate(distinct)}
         col["mixed"] = len(distinct) > 1
-        col["sets"] = {letter[k]: {"protocol_sha256": k[0], "episode_set_sha256": k[1]} for k in distinct}
+        col["sets"] = {letter[k]: {"episode_set_sha256": k[0], "cells": [m["ref"] for m, kk in zip(cells, keys) if kk == k]} for k in distinct}
         for m, k in zip(cells, keys):
             m["episode_set"] = letter[k]
             m["mixed_episode_sets"] = col["mixed"]
-            group = [c for c, kk in zip(cells, keys) if kk == k and c["accuracy"] is not None]
-            m["best"] = len(group) > 1 and m["accuracy"] is not None and m["accuracy"] == max(c["accuracy"] for c in group)
-    measured.sort(key=lambda m: (list(protocols).index(m["protocol"]), m["method"]))
-    for i, m in enumerate(measured, 1):
-        m["ref"] = i
-    reported = []
-    for name, col in protocols.items():
-        for r in reported_for(name, col["content"]):
-            reported.append({"kind": "reported", "protocol": name, **r.to_dict()})
-    for col in protocols.values():
-        col.pop("content")
-    return {"results": str(Path(results)), "protocols": list(protocols.values()), "measured": measured, "reported": reported}
+            group = [c for c, kk in zip(cells, keys) if kk == k]
+            m["best"] = len(group) > 1 and m["accuracy"] == max(c["accuracy"] for c in group)
+        col["differences"] = differences(cells)
+        col["origin_unknown"] = [m["ref"] for m in cells if m["origin"] == "unknown"]
+        if all(m["origin"] == "shipped" for m in cells):  # published numbers only beside the benchmark's own protocol
+            reported += [{"kind": "reported", "protocol": name, **r.to_dict()} for r in reported_for(name, content)]
+        protocols.append(col)
+    for m in measured:
+        m.pop("protocol_content")
+    failed = [{"kind": "unverified", "protocol": folder.parent.name, "method": folder.name, "folder": str(folder), "reason": why} for folder, why in unverified]
+    return {"results": str(Path(results)), "protocols": protocols, "measured": measured, "reported": reported, "unverified": failed}
 
 
 # -------------------------------------------------------------------------------------------- rendering
@@ -132,21 +205,17 @@ def _methods(rows: list[dict]) -> list[str]:
 
 
 def _cell(m: dict) -> str:
-    if m["accuracy"] is None:
-        return "?"
-    text = f"{m['accuracy']:.2f} ± {m['ci95']:.2f}" if m.get("ci95") is not None else f"{m['accuracy']:.2f}"
+    text = f"{m['accuracy']:.2f} ± {m['ci95']:.2f}"
     if m["best"]:
         text += " *"
     text += f" [{m['ref']}]"
     if m["mixed_episode_sets"]:
         text += f" (set {m['episode_set']})"
-    if m["records_verified"] is False:
-        text += " !"
     return text
 
 
-def _n(board: dict, protocol: str) -> str:
-    ns = sorted({m["n_episodes"] for m in board["measured"] if m["protocol"] == protocol and m["n_episodes"] is not None})
+def _n(board: dict, column: str) -> str:
+    ns = sorted({m["n_episodes"] for m in board["measured"] if m["column"] == column})
     return "n=" + "/".join(map(str, ns)) if ns else "n=?"
 
 
@@ -157,7 +226,7 @@ def _header(col: dict) -> str:
 
 def measured_table(board: dict) -> tuple[list[str], list[list[str]]]:
     columns = ["method"] + [f"{_header(c)}, {_n(board, c['name'])}" for c in board["protocols"]]
-    cells = {(m["method"], m["protocol"]): m for m in board["measured"]}
+    cells = {(m["method"], m["column"]): m for m in board["measured"]}
     rows = []
     for method in _methods(board["measured"]):
         rows.append([method] + [_cell(cells[(method, c["name"])]) if (method, c["name"]) in cells else "-" for c in board["protocols"]])
@@ -178,27 +247,72 @@ def reported_table(board: dict) -> tuple[list[str], list[list[str]]]:
     return columns, rows
 
 
+def _refs(refs: list[int]) -> str:
+    return ", ".join(f"[{r}]" for r in refs)
+
+
+def _value(v, field: str = "") -> str:
+    if v == ABSENT:
+        return "absent"
+    if isinstance(v, str) and field.endswith("sha256"):
+        return _short(v)
+    text = json.dumps(v, sort_keys=True, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _values(d: dict) -> str:
+    return "; ".join(f"{_value(v, d['field'])}: {_refs(refs)}" for v, refs in d["values"])
+
+
+def _column_notes(col: dict, board: dict) -> list[str]:
+    """The footnote of a `NAME*` column and the warnings of a column whose cells differ."""
+    lines = []
+    name, diffs = col["name"], col["differences"]
+    if col["modified"]:
+        cells = [m for m in board["measured"] if m["column"] == name]
+        changes: dict[str, list[int]] = {}
+        for m in cells:
+            listed = "; ".join(f"{f}: shipped {_value(v.get('shipped'))}, run {_value(v.get('run'))}" for f, v in sorted(m["modified_fields"].items()))
+            changes.setdefault(listed or "(fields not recorded)", []).append(m["ref"])
+        lines.append(f"{name} = protocol {col['protocol']} changed from the shipped protocols/{col['protocol']}.yaml, so not that benchmark's protocol, "
+                     f"and no published numbers are shown beside it: " + " | ".join(f"{_refs(refs)} {listed}" for listed, refs in changes.items()))
+    episode_sets = [d for d in diffs if d["what"] == "episode set"]
+    if episode_sets:
+        lines.append(f"WARNING: protocol {name} holds results on {len(episode_sets[0]['values'])} different episode sets ({_values(episode_sets[0])})")
+    fields = [d for d in diffs if d["what"] == "protocol"]
+    if fields:
+        lines.append(f"WARNING: the cells of {name} ran with different protocol fields: " + "; ".join(f"{d['field']} ({_values(d)})" for d in fields))
+    other = [d for d in diffs if d["what"] not in ("episode set", "protocol")]
+    if other:
+        lines.append(f"WARNING: the cells of {name} differ in " + "; ".join(f"{d['what']} ({_values(d)})" for d in other))
+    if col["mixed"]:
+        sets = "; ".join(f"set {k}: {_refs(v['cells'])}" for k, v in col["sets"].items())
+        lines.append(f"cells of {name} in different sets ({sets}) differ in their episode set or in protocol fields outside `methods`: "
+                     f"they are not comparable, and the best is marked within each set")
+    return lines
+
+
 def footer(board: dict) -> list[str]:
-    """One line per measured cell (what produced it), then the flags that apply."""
+    """One line per measured cell (what produced it), then the notes and flags that apply."""
     lines = [
-        "* best mean accuracy within a protocol's episode set (use `bench.py compare` for significance); "
-        "± is the papers' interval, 1.96 x population std / sqrt(n) over n episodes",
+        "* best mean accuracy among comparable cells of a column (use `bench.py compare` for significance); "
+        "± is the papers' interval, 1.96 x population std / sqrt(n) over n episodes; every number is recomputed from its verified records",
     ]
     for m in board["measured"]:
         lines.append(
-            f"[{m['ref']}] {m['method']} on {m['protocol']}: n={m['n_episodes']}, protocol {_short(m['protocol_sha256'])}, "
+            f"[{m['ref']}] {m['method']} on {m['column']}: n={m['n_episodes']}, protocol {_short(m['protocol_sha256'])}, "
             f"episode set {_short(m['episode_set_sha256'])}, backbone {m['backbone']} weights {_short(m['backbone_weights_sha256'])}, "
-            f"checkpoint {_short(m['checkpoint_sha256'])}, records {_short(m['records_sha256'])}, "
+            f"checkpoint {_short(m['checkpoint_sha256'])}, records {_short(m['records_sha256'])}, data {_short(m['data_sha256'])}, "
             f"harness {m['harness_version'] or '?'}, torch {m['torch_version'] or '?'}"
         )
     for col in board["protocols"]:
-        if col["mixed"]:
-            sets = "; ".join(f"set {k}: protocol {_short(v['protocol_sha256'])}, episodes {_short(v['episode_set_sha256'])}" for k, v in col["sets"].items())
-            lines.append(f"WARNING: protocol {col['name']} holds results on {len(col['sets'])} different episode sets ({sets}); "
-                         f"cells of different sets are not comparable, and the best is marked within each set")
-    bad = [m for m in board["measured"] if m["records_verified"] is False]
-    if bad:
-        lines.append("! episodes.jsonl no longer matches its summary (changed or missing) for: " + ", ".join(f"[{m['ref']}]" for m in bad))
+        lines += _column_notes(col, board)
+    unknown = [r for col in board["protocols"] for r in col["origin_unknown"]]
+    if unknown:
+        lines.append(f"{_refs(unknown)}: origin unknown (the summary predates protocol_origin): whether the protocol ran as shipped is not known, "
+                     f"so no published numbers are shown beside them")
+    for u in board["unverified"]:
+        lines.append(f"NOT SHOWN (fails verification): {u['folder']}: {u['reason']}; score it again with --recompute, never edit result files")
     if board["reported"]:
         lines.append("Reported numbers come from the papers named, with their own episodes, backbones and evaluation; they were not "
                      "measured here and are not ranked against measured ones.")
@@ -253,19 +367,23 @@ CSV_FIELDS = (
     "kind", "method", "protocol", "accuracy", "ci95", "t_low", "t_high", "n_episodes", "best", "episode_set", "mixed_episode_sets",
     "protocol_sha256", "episode_set_sha256", "backbone", "backbone_weights_sha256", "checkpoint_sha256", "records_sha256",
     "records_verified", "harness_version", "torch_version", "dataset", "split", "way", "shot", "source", "note",
+    "column", "origin", "modified_fields", "data_sha256", "backbone_code_sha256", "folder",
 )
 
 
 def to_csv(board: dict) -> str:
-    """One row per cell; `kind` says measured or reported, and every measured row carries its provenance."""
+    """One row per cell; `kind` says measured, reported or unverified (no figures; `note` says why), and every
+    measured row carries its provenance (`modified_fields` as JSON: {field: {"shipped", "run"}})."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for m in board["measured"]:
-        t = m.get("t_interval95") or [None, None]
-        writer.writerow({**m, "t_low": t[0], "t_high": t[1]})
+        t = m["t_interval95"]
+        writer.writerow({**m, "t_low": t[0], "t_high": t[1], "modified_fields": json.dumps(m["modified_fields"], sort_keys=True) if m["modified_fields"] else ""})
     for r in board["reported"]:
         writer.writerow(r)
+    for u in board["unverified"]:
+        writer.writerow({**u, "note": u["reason"]})
     return buf.getvalue()
 
 
@@ -282,7 +400,7 @@ def _plot_rows(board: dict) -> list[tuple[str, list[dict]]]:
     for col in board["protocols"]:
         rows = []
         for m in board["measured"]:
-            if m["protocol"] == col["name"] and m["accuracy"] is not None:
+            if m["column"] == col["name"]:
                 half = m["ci95"] or 0.0
                 label = m["method"] + (f" (set {m['episode_set']})" if m["mixed_episode_sets"] else "")
                 rows.append({"label": label, "accuracy": m["accuracy"], "low": m["accuracy"] - half, "high": m["accuracy"] + half, "reported": False})

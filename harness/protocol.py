@@ -385,13 +385,13 @@ def find_protocol(name_or_path: str) -> Path:
     raise HarnessError(f"no protocol file or shipped protocol named '{name_or_path}'", fix=f"pass a path to a .yaml file, or one of: {known}")
 
 
-def _leaves(data, prefix: str = "") -> dict:
+def leaf_fields(data, prefix: str = "") -> dict:
     """{dotted field: value} of nested mappings (lists and scalars are leaves; an empty mapping has none)."""
     if not isinstance(data, dict):
         return {prefix: data}
     out = {}
     for key, value in data.items():
-        out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+        out.update(leaf_fields(value, f"{prefix}.{key}" if prefix else str(key)))
     return out
 
 
@@ -403,7 +403,7 @@ def protocol_origin(p: Protocol) -> dict:
     path = PROTOCOLS_DIR / f"{p.name}.yaml"
     if p.name.startswith("base") or not path.is_file():
         return {"shipped": False, "modified": False, "fields": {}}
-    shipped, run = _leaves(load_protocol(path).content()), _leaves(p.content())
+    shipped, run = leaf_fields(load_protocol(path).content()), leaf_fields(p.content())
     fields = {k: {"shipped": shipped.get(k), "run": run.get(k)} for k in sorted(shipped.keys() | run.keys()) if shipped.get(k, ...) != run.get(k, ...)}
     return {"shipped": True, "modified": bool(fields), "fields": fields}
 

@@ -14,6 +14,9 @@ Two modes:
                t-test on per-episode accuracy of H0 "mean(run - baseline) >= -margin" at `alpha`, so a drop
                smaller than `margin` points is tolerated. For use across environments.
 Both refuse a baseline of another episode set (its hash), because the test is paired episode by episode.
+A run folder or summary is verified first (harness.verify: its records have the SHA-256 its summary names,
+are well formed and give its figures) and refused otherwise; records given without a summary are checked
+record by record.
 
 A baseline is a small JSON file, `<dir>/<name>.json`, meant to be committed and reviewed: the hashes, the
 accuracy, and one string of 0/1 per episode (one character per query) so a diff shows which episodes changed.
@@ -36,9 +39,10 @@ import numpy as np
 import pytest
 
 from harness import stats
-from harness.compare import load_run, read_records, records_episode_set_sha256
+from harness.compare import load_run
 from harness.errors import HarnessError
 from harness.files import atomic_write_text
+from harness.verify import RECORDS, SUMMARY, check_records, parse_records, records_episode_set_sha256
 
 FORMAT = "fsv-bench regression baseline 1"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -59,7 +63,9 @@ class Observed:
 
 def observe(run) -> Observed:
     """Records from a list of records, a run folder, an episodes.jsonl file, or a summary dict (run_method's
-    return value, which names its records_path)."""
+    return value, which names its records_path). A run folder, a summary, or an episodes.jsonl beside its
+    summary.json is verified as a stored run (harness.verify); records without a summary are checked record
+    by record (`check_records`)."""
     if isinstance(run, Observed):
         return run
     if isinstance(run, dict):
@@ -67,19 +73,35 @@ def observe(run) -> Observed:
             raise HarnessError("a summary given to the regression check must name its records ('records_path')", fix="pass run_method's return value, the run folder, or the records")
         folder = Path(run["records_path"]).parent
         loaded = load_run(folder)
+        if run.get("records_sha256") and run["records_sha256"] != loaded.summary["records_sha256"]:
+            raise HarnessError(f"the summary given names records {run['records_sha256'][:12]}..., but {folder} holds records {loaded.summary['records_sha256'][:12]}...",
+                               where=str(folder), fix="pass the summary of the run in that folder, or the folder itself")
         return Observed(loaded.records, loaded.summary, str(folder))
     if isinstance(run, (str, Path)):
         path = Path(run)
-        if path.is_dir():
-            loaded = load_run(path)
-            return Observed(loaded.records, loaded.summary, str(path))
+        if path.is_dir() or (path.name == RECORDS and (path.parent / SUMMARY).is_file()):
+            folder = path if path.is_dir() else path.parent
+            loaded = load_run(folder)
+            return Observed(loaded.records, loaded.summary, str(folder))
         if path.is_file():
-            return Observed(read_records(path)[0], {}, str(path))
+            return Observed(_read_records(path), {}, str(path))
         raise HarnessError(f"{path} is neither a run folder nor an episodes.jsonl file", fix="pass <results>/<protocol>/<method>, its episodes.jsonl, or the records")
     records = list(run)
     if not records or not isinstance(records[0], dict):
         raise HarnessError("the regression check needs episode records (dicts), a run folder or a summary", fix="pass run_method's return value or <results>/<protocol>/<method>")
+    check_records(records, "the records given to the regression check")
     return Observed(records, {}, "records")
+
+
+def _read_records(path: Path) -> list[dict]:
+    """The checked records of an episodes.jsonl without a summary beside it (nothing to hash them against)."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise HarnessError(f"cannot read {path}: {e.strerror or e}", fix="pass the records of a finished run") from None
+    records = parse_records(data, str(path))
+    check_records(records, str(path))
+    return records
 
 
 def predictions_sha256(records: list[dict]) -> str:
@@ -94,9 +116,7 @@ def make_baseline(name: str, run) -> dict:
     """The baseline of a run: small, plain JSON, one 0/1 string per episode."""
     obs = observe(run)
     episode_set = records_episode_set_sha256(obs.records)
-    summary = obs.summary
-    if summary.get("episode_set_sha256") and summary["episode_set_sha256"] != episode_set:
-        raise HarnessError(f"the records of {obs.source} do not hold the episode set their summary names", fix="evaluate again")
+    summary = obs.summary  # verified: it names this episode set, when it names one
     correct = stats.query_outcomes(obs.records)
     backbone = summary.get("backbone") or {}
     return {

@@ -24,8 +24,13 @@ import json
 import shutil
 from pathlib import Path
 
+from rich.markup import escape
+
+from harness.console import log
+from harness.errors import HarnessError
 from harness.files import atomic_link_files, atomic_write_bytes, atomic_write_files, json_bytes
 from harness.locks import file_lock
+from harness.verify import verify_run
 
 RUNS = "runs"
 LOCK = ".lock"
@@ -77,7 +82,10 @@ class RunFolder:
         fingerprint = fingerprint or self.fingerprint
         run_dir = self.dir / RUNS / fingerprint
         with self.locked(shared=True):
-            own, top = _finished(run_dir, fingerprint), _finished(self.dir, fingerprint)
+            own = _finished(run_dir, fingerprint)
+            # the top-level pair is usually another name of this run's own files: checked once
+            same = own and _same_file(self.dir / "summary.json", run_dir / "summary.json") and _same_file(self.dir / "episodes.jsonl", run_dir / "episodes.jsonl")
+            top = own if same else _finished(self.dir, fingerprint)
         if own is False or top is False:
             return None
         if own is not None:
@@ -147,8 +155,11 @@ def _finished(folder: Path, fingerprint: str) -> tuple[dict, bytes, bytes] | boo
         records = (folder / "episodes.jsonl").read_bytes()
     except OSError:
         return False
-    if hashlib.sha256(records).hexdigest() != summary.get("records_sha256"):
-        return False  # damaged or edited records: score again
+    try:  # the hash, every record, and the summary's figures recomputed from the records
+        verify_run(summary, records, folder)
+    except HarnessError as e:  # damaged or edited: scored again, never served
+        log(f"[yellow]{escape(e.where or str(folder))}: {escape(e.what)}; this run is scored again[/]")
+        return False
     return summary, records, summary_data
 
 

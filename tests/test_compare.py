@@ -11,9 +11,10 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from harness.compare import cmd_compare, compare, load_run, records_episode_set_sha256, verdict
+from harness.compare import Run, cmd_compare, compare, compare_runs, load_run, verdict
 from harness.errors import HarnessError
 from harness.pipeline import run_method
+from harness.verify import records_episode_set_sha256
 from methods.protonet import ProtoNet
 from test_stats import tiny_setup
 
@@ -163,7 +164,63 @@ def test_records_that_do_not_line_up_are_refused(lab, tmp_path):
     summary = json.loads((changed / "summary.json").read_text())
     summary["records_sha256"] = hashlib.sha256(data).hexdigest()
     (changed / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(HarnessError, match="summary.json says episode set .*, its records hold episode set"):
+        compare(["protonet", "guess"], PROTOCOL, results)
+    # runs in memory that name one episode set but hold others are refused by the pairing itself
+    guess = load_run(lab["results"] / PROTOCOL / "guess")
+    mixed = Run(guess.method, guess.folder, guess.summary, guess.records[:3] + [record] + guess.records[4:])
     with pytest.raises(HarnessError, match="episode 3: field 'support' differs between protonet and guess"):
+        compare_runs([load_run(lab["results"] / PROTOCOL / "protonet"), mixed])
+
+
+def tampered(lab, tmp_path, summary_changes: dict | None = None, record_change=None) -> Path:
+    """A results folder holding protonet as run and guess changed by hand: its summary (`summary_changes`,
+    None removes a field) and/or its record 5 (`record_change`, with records_sha256 made to match)."""
+    results = tmp_path / "results"
+    for m in ("protonet", "guess"):
+        shutil.copytree(lab["results"] / PROTOCOL / m, results / PROTOCOL / m)
+    folder = results / PROTOCOL / "guess"
+    summary = json.loads((folder / "summary.json").read_text())
+    if record_change:
+        lines = (folder / "episodes.jsonl").read_text().splitlines()
+        record = json.loads(lines[5])
+        record_change(record)
+        lines[5] = json.dumps(record, sort_keys=True, separators=(",", ":"))
+        data = ("\n".join(lines) + "\n").encode()
+        (folder / "episodes.jsonl").write_bytes(data)
+        summary["records_sha256"] = hashlib.sha256(data).hexdigest()
+    summary.update(summary_changes or {})
+    (folder / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if v is not None}))
+    return results
+
+
+def test_a_summary_edited_by_hand_is_refused(lab, tmp_path):
+    results = tampered(lab, tmp_path, {"accuracy": 99.9})
+    with pytest.raises(HarnessError, match=r"summary.json says accuracy 99.90, its records give \d+\.\d\d") as e:
+        compare(["protonet", "guess"], PROTOCOL, results)
+    assert e.value.where == str(results / PROTOCOL / "guess" / "summary.json") and "--recompute" in e.value.fix
+
+
+def test_records_without_a_hash_are_refused(lab, tmp_path):
+    results = tampered(lab, tmp_path, {"records_sha256": None})
+    with pytest.raises(HarnessError, match="records without records_sha256 cannot be verified"):
+        compare(["protonet", "guess"], PROTOCOL, results)
+
+
+def test_a_record_that_is_no_record_is_refused_even_with_a_matching_hash(lab, tmp_path):
+    def seven(record):
+        record["correct"][0] = 7
+
+    def flip_first(record):  # `correct` and `accuracy` changed together, the prediction left as it was
+        record["correct"][0] = 1 - record["correct"][0]
+        record["accuracy"] = sum(record["correct"]) / len(record["correct"])
+
+    results = tampered(lab, tmp_path, record_change=seven)
+    with pytest.raises(HarnessError, match=r"line 6 \(episode 5\): field 'correct' must hold 0 or 1 per query, holds 7") as e:
+        compare(["protonet", "guess"], PROTOCOL, results)
+    assert e.value.where == str(results / PROTOCOL / "guess" / "episodes.jsonl")
+    results = tampered(lab, tmp_path / "2", record_change=flip_first)
+    with pytest.raises(HarnessError, match=r"line 6 \(episode 5\): field 'correct' says query 0 is (right|wrong), but its prediction is \d and its label \d"):
         compare(["protonet", "guess"], PROTOCOL, results)
 
 

@@ -150,15 +150,26 @@ def test_runs_with_other_fingerprints_are_all_kept_and_found_again(write_protoco
     assert not leftovers(results)
 
 
+def _record(i: int, predictions: list[int]) -> dict:
+    """A 2-way 1-shot episode record with one query per class."""
+    correct = [int(p == label) for p, label in zip(predictions, (0, 1))]
+    return {"episode": i, "classes": ["a", "b"], "support": ["a/1", "b/1"], "query": ["a/2", "b/2"], "query_labels": [0, 1],
+            "predictions": predictions, "correct": correct, "accuracy": sum(correct) / 2}
+
+
 def test_an_identical_run_that_finishes_first_does_not_break_the_other(tmp_path):
+    from harness.stats import accuracy_summary
+
+    records = [_record(0, [0, 1]), _record(1, [0, 0])]
+    summary = {"run_fingerprint": "f" * 16, "n_episodes": 2, **accuracy_summary([1.0, 0.5])}
     first = RunFolder(tmp_path, "p", "m", "f" * 16)
     second = RunFolder(tmp_path, "p", "m", "f" * 16)
-    second.write_chunk(0, [{"episode": 0}])
+    second.write_chunk(0, records[:1])
     chunk = second.finished_chunks()[0]
-    first.finish([{"episode": 0}, {"episode": 1}], {"run_fingerprint": "f" * 16})  # drops the shared chunks
+    first.finish(records, summary)  # drops the shared chunks
     assert second.read_chunk(chunk) == [], "a chunk that is gone is scored again, never an error"
-    second.write_chunk(1, [{"episode": 1}])  # the chunk folder is made again
-    second.finish([{"episode": 0}, {"episode": 1}], {"run_fingerprint": "f" * 16})
+    second.write_chunk(1, records[1:])  # the chunk folder is made again
+    second.finish(records, summary)
     assert first.finished_run() is not None and not leftovers(tmp_path)
 
 

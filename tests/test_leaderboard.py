@@ -6,12 +6,14 @@ import json
 import shutil
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
 from harness import leaderboard
 from harness.errors import HarnessError
 from harness.pipeline import Settings, run_method
+from harness.protocol import load_protocol
 from harness.reported import REPORTED, reported_for
 from methods.protonet import ProtoNet
 from test_stats import tiny_setup
@@ -32,13 +34,24 @@ def content(dataset: str, way: int = 5, shot: int = 5, files=("trainlist03.txt",
     return {"dataset": {"name": dataset, "part": part, "splits": dict(zip(("train", "val", "test"), files))}, "way": way, "shot": shot}
 
 
-def fake_benchmark_run(results, source_folder, protocol: str, protocol_content: dict):
-    """A copy of a real run filed under a real-benchmark protocol (only the names change)."""
-    folder = results / protocol / "protonet"
+SHIPPED = {"shipped": True, "modified": False, "fields": {}}
+
+
+def fake_benchmark_run(results, source_folder, protocol: str, protocol_content: dict, method: str = "protonet", origin: dict = SHIPPED):
+    """A copy of a real run filed under a real-benchmark protocol: only names, content and origin change (none of
+    them a figure that verification recomputes, so the copy verifies)."""
+    folder = results / protocol / method
     shutil.copytree(source_folder, folder)
     summary = json.loads((folder / "summary.json").read_text())
-    summary.update(protocol=protocol, protocol_content=protocol_content)
+    summary.update(protocol=protocol, protocol_content=protocol_content, protocol_origin=origin, method=method)
     (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def edit_summary(folder, **changes):
+    """Change summary.json by hand (None removes a field), as someone might."""
+    summary = json.loads((folder / "summary.json").read_text())
+    summary.update(changes)
+    (folder / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if v is not None}))
 
 
 def test_cells_carry_accuracy_interval_best_and_provenance(results):
@@ -161,3 +174,125 @@ def test_command_writes_files_and_explains_bad_input(results, tmp_path, capsys):
         leaderboard.build(tmp_path / "nowhere")
     with pytest.raises(HarnessError, match="no finished runs"):
         leaderboard.build(tmp_path)
+
+
+def test_a_run_that_fails_verification_is_not_shown_as_measured(results, tmp_path):
+    board_dir = tmp_path / "results"
+    shutil.copytree(results, board_dir)
+    edited, unhashed = board_dir / "tiny-5w1s" / "protonet", board_dir / "tiny-5w5s" / "protonet"
+    true = json.loads((edited / "summary.json").read_text())["accuracy"]
+    edit_summary(edited, accuracy=99.9)
+    edit_summary(unhashed, records_sha256=None)
+    board = leaderboard.build(board_dir)
+    assert [(m["method"], m["protocol"]) for m in board["measured"]] == [("protonet-cosine", "tiny-5w1s")]
+    assert not board["measured"][0]["best"], "an unverified run is ranked against nothing"
+    reasons = {u["folder"]: u["reason"] for u in board["unverified"]}
+    assert reasons == {str(edited): f"summary.json says accuracy 99.90, its records give {true:.2f}",
+                       str(unhashed): "records without records_sha256 cannot be verified (summary.json names no SHA-256 of episodes.jsonl)"}
+    md = leaderboard.to_markdown(board)
+    table, notes = md.split("\n- ", 1)
+    assert "99.9" not in table and "tiny-5w5s" not in table
+    assert f"NOT SHOWN (fails verification): {edited}: summary.json says accuracy 99.90, its records give {true:.2f}; score it again with --recompute" in notes
+    assert f"NOT SHOWN (fails verification): {unhashed}: records without records_sha256 cannot be verified" in notes
+    rows = list(csv.DictReader(io.StringIO(leaderboard.to_csv(board))))
+    assert {(r["kind"], r["method"], r["protocol"], r["accuracy"]) for r in rows if r["kind"] == "unverified"} == {
+        ("unverified", "protonet", "tiny-5w1s", ""), ("unverified", "protonet", "tiny-5w5s", "")}
+    assert "records without records_sha256" in next(r["note"] for r in rows if r["protocol"] == "tiny-5w5s")
+    picture = ET.fromstring(leaderboard.svg(board))
+    assert len(list(picture.iter("{http://www.w3.org/2000/svg}circle"))) == 1
+
+
+def test_the_accuracy_shown_is_recomputed_from_the_records(results, tmp_path):
+    board_dir = tmp_path / "results"
+    shutil.copytree(results, board_dir)
+    folder = board_dir / "tiny-5w1s" / "protonet"
+    summary = json.loads((folder / "summary.json").read_text())
+    edit_summary(folder, accuracy=summary["accuracy"] * (1 + 1e-12))  # float printing noise: still verified
+    cell = next(m for m in leaderboard.build(board_dir)["measured"] if m["method"] == "protonet" and m["protocol"] == "tiny-5w1s")
+    assert cell["accuracy"] == summary["accuracy"]
+
+
+def test_a_modified_protocol_gets_a_column_of_its_own_without_published_numbers(results, tmp_path):
+    board_dir = tmp_path / "results"
+    shutil.copytree(results, board_dir)
+    changed = {"backbone.name": {"shipped": "r3d50", "run": "tiny3d"}, "frames.count": {"shipped": 8, "run": 16}}
+    fake_benchmark_run(board_dir, results / "tiny-5w1s" / "protonet", "hmdb-arn-5w5s", content("hmdb51"), "protonet",
+                       {"shipped": True, "modified": True, "fields": changed})
+    fake_benchmark_run(board_dir, results / "tiny-5w1s" / "protonet-cosine", "hmdb-arn-5w5s", content("hmdb51"), "protonet-cosine")
+    board = leaderboard.build(board_dir)
+    assert [c["name"] for c in board["protocols"]] == ["hmdb-arn-5w5s", "hmdb-arn-5w5s*", "tiny-5w1s", "tiny-5w5s"]
+    cells = {(m["method"], m["column"]): m for m in board["measured"] if m["protocol"] == "hmdb-arn-5w5s"}
+    assert set(cells) == {("protonet", "hmdb-arn-5w5s*"), ("protonet-cosine", "hmdb-arn-5w5s")}
+    assert cells[("protonet", "hmdb-arn-5w5s*")]["origin"] == "modified" and cells[("protonet", "hmdb-arn-5w5s*")]["modified_fields"] == changed
+    assert {r["protocol"] for r in board["reported"]} == {"hmdb-arn-5w5s"}, "published numbers only beside the protocol as shipped"
+    md = leaderboard.to_markdown(board)
+    assert "| method | hmdb-arn-5w5s (5-way 5-shot), n=200 | hmdb-arn-5w5s* (5-way 5-shot), n=200 |" in md
+    ref = cells[("protonet", "hmdb-arn-5w5s*")]["ref"]
+    assert (f"hmdb-arn-5w5s* = protocol hmdb-arn-5w5s changed from the shipped protocols/hmdb-arn-5w5s.yaml, so not that benchmark's protocol, "
+            f'and no published numbers are shown beside it: [{ref}] backbone.name: shipped "r3d50", run "tiny3d"; frames.count: shipped 8, run 16') in md
+    labels = {title: [r["label"] for r in rows] for title, rows in leaderboard._plot_rows(board)}
+    assert labels["hmdb-arn-5w5s* (5-way 5-shot), n=200"] == ["protonet"]
+    assert "TRX (reported)" in labels["hmdb-arn-5w5s (5-way 5-shot), n=200"]
+    row = next(r for r in csv.DictReader(io.StringIO(leaderboard.to_csv(board))) if r["column"] == "hmdb-arn-5w5s*")
+    assert row["protocol"] == "hmdb-arn-5w5s" and json.loads(row["modified_fields"]) == changed
+
+    shutil.rmtree(board_dir / "hmdb-arn-5w5s" / "protonet-cosine")  # the modified run alone: no published numbers at all
+    board = leaderboard.build(board_dir)
+    assert board["reported"] == [] and "Reported in papers" not in leaderboard.to_markdown(board)
+
+
+def test_summaries_without_origin_get_no_published_numbers(results, tmp_path):
+    board_dir = tmp_path / "results"
+    shutil.copytree(results, board_dir)
+    fake_benchmark_run(board_dir, results / "tiny-5w1s" / "protonet", "hmdb-arn-5w5s", content("hmdb51"))
+    edit_summary(board_dir / "hmdb-arn-5w5s" / "protonet", protocol_origin=None)
+    board = leaderboard.build(board_dir)
+    cell = next(m for m in board["measured"] if m["protocol"] == "hmdb-arn-5w5s")
+    assert cell["column"] == "hmdb-arn-5w5s" and cell["origin"] == "unknown" and board["reported"] == []
+    assert f"[{cell['ref']}]: origin unknown (the summary predates protocol_origin)" in leaderboard.to_markdown(board)
+
+
+def test_a_real_run_of_a_changed_shipped_protocol_is_marked(results, tmp_path, tiny_root, tmp_path_factory):
+    _, s = tiny_setup(tmp_path_factory, tiny_root, "tiny-5w1s")  # the data home with tiny3d pretrained
+    shipped = Path(leaderboard.__file__).resolve().parents[1] / "protocols" / "synthetic-5w1s.yaml"
+    p = load_protocol(shipped, overrides=[f"dataset.root={tiny_root}", "frames.count=8", "frames.resize=32", "frames.crop=32", "episodes=50"])
+    run_method(p, "protonet", Settings(home=s.home, results=tmp_path / "results", show_progress=False))
+    board = leaderboard.build(tmp_path / "results")
+    assert [c["name"] for c in board["protocols"]] == ["synthetic-5w1s*"]
+    md = leaderboard.to_markdown(board)
+    assert "synthetic-5w1s* = protocol synthetic-5w1s changed from the shipped protocols/synthetic-5w1s.yaml" in md
+    assert "episodes: shipped 10000, run 50; frames.count: shipped 16, run 8" in md
+
+
+def test_a_method_setting_in_the_protocol_is_named_and_is_no_other_episode_set(results, tmp_path, tiny_root, tmp_path_factory):
+    board_dir = tmp_path / "results"
+    shutil.copytree(results, board_dir)
+    p, s = tiny_setup(tmp_path_factory, tiny_root, "tiny-5w1s")
+    cosine = load_protocol(p.source, overrides=["methods.protonet.metric=cosine"])
+    run_method(cosine, "protonet", Settings(home=s.home, results=board_dir, show_progress=False))
+    board = leaderboard.build(board_dir)
+    column = next(c for c in board["protocols"] if c["name"] == "tiny-5w1s")
+    cells = {m["method"]: m for m in board["measured"] if m["protocol"] == "tiny-5w1s"}
+    assert cells["protonet"]["episode_set_sha256"] == cells["protonet-cosine"]["episode_set_sha256"]
+    assert [(d["what"], d["field"]) for d in column["differences"]] == [("protocol", "methods.protonet.metric")]
+    assert not column["mixed"] and {m["episode_set"] for m in cells.values()} == {"a"}, "one episode set: the cells stay comparable"
+    md = leaderboard.to_markdown(board)
+    refs = {m: cells[m]["ref"] for m in cells}
+    assert (f'WARNING: the cells of tiny-5w1s ran with different protocol fields: methods.protonet.metric '
+            f'("cosine": [{refs["protonet"]}]; absent: [{refs["protonet-cosine"]}])') in md
+    assert not [line for line in md.splitlines() if "WARNING" in line and "episode set" in line] and "in different sets" not in md
+
+
+def test_code_data_and_weights_differences_are_named(results, tmp_path):
+    board_dir = tmp_path / "results"
+    shutil.copytree(results, board_dir)
+    folder = board_dir / "tiny-5w1s" / "protonet-cosine"
+    summary = json.loads((folder / "summary.json").read_text())
+    edit_summary(folder, data_sha256="d" * 64, backbone={**summary["backbone"], "weights_sha256": "e" * 64}, code={**summary["code"], "harness_version": "0.0.1"})
+    board = leaderboard.build(board_dir)
+    column = next(c for c in board["protocols"] if c["name"] == "tiny-5w1s")
+    assert [d["what"] for d in column["differences"]] == ["harness version", "data", "backbone weights"]
+    md = leaderboard.to_markdown(board)
+    line = next(l for l in md.splitlines() if "WARNING: the cells of tiny-5w1s differ in" in l)
+    assert '"0.0.1"' in line and "dddddddddddd" in line and "eeeeeeeeeeee" in line
+    assert "different episode sets" not in md and "protocol fields" not in md

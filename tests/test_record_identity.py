@@ -259,3 +259,17 @@ def test_a_request_that_scores_nothing_is_refused_before_any_work(protocol, home
     with pytest.raises(HarnessError, match="episodes"):
         run_method(protocol, "protonet", s, **({"n_episodes": value} if field == "n_episodes" else {}))
     assert not (tmp_path / "tiny-5w1s").exists()
+
+
+def test_an_edited_summary_is_never_served_by_run(protocol, home, tmp_path, capsys):
+    s = settings(home, tmp_path)
+    first = run_method(protocol, "protonet", s, n_episodes=60)
+    own = tmp_path / "tiny-5w1s/protonet/runs" / first["run_fingerprint"] / "summary.json"
+    edited = json.loads(own.read_text())
+    edited["accuracy"] = 99.9
+    own.write_text(json.dumps(edited))
+    again = run_method(protocol, "protonet", s, n_episodes=60)
+    assert again["accuracy"] == first["accuracy"] and again["records_sha256"] == first["records_sha256"]
+    said = " ".join(capsys.readouterr().err.split())  # the console may fold long lines
+    assert "summary.json says accuracy 99.90" in said and "this run is scored again" in said
+    assert json.loads(own.read_text())["accuracy"] == first["accuracy"], "the run's files hold the measured number again"

@@ -4,13 +4,14 @@ Rewrite the baselines (then review the diff of tests/baselines/):
     pytest -p harness.regression --fsv-update-baselines tests/test_regression.py
 """
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from harness.errors import HarnessError
 from harness.pipeline import run_method
-from harness.regression import RegressionFailure, check_against_baseline, make_baseline, read_baseline
+from harness.regression import RegressionFailure, check_against_baseline, make_baseline, observe, read_baseline
 from methods.protonet import ProtoNet
 from test_stats import tiny_setup
 
@@ -75,6 +76,7 @@ def test_a_small_change_fails_exact_mode_but_is_tolerated_by_statistical_mode(ru
     j = changed[i]["correct"].index(1)
     changed[i]["correct"] = changed[i]["correct"][:j] + [0] + changed[i]["correct"][j + 1 :]
     changed[i]["predictions"] = changed[i]["predictions"][:j] + [(changed[i]["query_labels"][j] + 1) % 5] + changed[i]["predictions"][j + 1 :]
+    changed[i]["accuracy"] = sum(changed[i]["correct"]) / len(changed[i]["correct"])
     with pytest.raises(RegressionFailure, match=f"1 of 200 episodes changed in correctness \\(first: {i}\\)"):
         check_against_baseline(baseline, changed, mode="exact")
     found = check_against_baseline(baseline, changed, mode="statistical", margin=1.0)
@@ -102,6 +104,40 @@ def test_committed_baseline_is_small_and_reviewable(fsv_regression):
     assert sum(line.strip().startswith('"') and line.strip().rstrip(",").strip('"').isdigit() for line in text.splitlines()) == 200, "one episode per line"
     for key in ("episode_set_sha256", "predictions_sha256", "protocol_sha256", "backbone_weights_sha256", "accuracy"):
         assert baseline[key], key
+
+
+def copied_run(summary: dict, where: Path, **changes) -> dict:
+    """A copy of a finished run's folder with its summary.json changed by hand (None removes a field); returns
+    the summary as run_method returned it, pointing at the copy."""
+    folder = where / "run"
+    shutil.copytree(Path(summary["records_path"]).parent, folder)
+    stored = json.loads((folder / "summary.json").read_text())
+    stored.update(changes)
+    (folder / "summary.json").write_text(json.dumps({k: v for k, v in stored.items() if v is not None}))
+    return {**summary, "records_path": str(folder / "episodes.jsonl")}
+
+
+def test_a_run_that_fails_verification_is_refused(runs, fsv_regression, tmp_path):
+    edited = copied_run(runs["protonet"], tmp_path / "edited", accuracy=99.9)
+    for given in (edited, Path(edited["records_path"]).parent, edited["records_path"]):  # summary, folder, or its episodes.jsonl
+        with pytest.raises(HarnessError, match=r"summary.json says accuracy 99.90, its records give \d+\.\d\d"):
+            fsv_regression.check(BASELINE, given, mode="statistical", update=False)
+    unhashed = copied_run(runs["protonet"], tmp_path / "unhashed", records_sha256=None)
+    with pytest.raises(HarnessError, match="records without records_sha256 cannot be verified"):
+        observe(unhashed)
+
+
+def test_records_given_directly_are_checked(runs):
+    records = records_of(runs["protonet"])
+    seven = [dict(r) for r in records]
+    seven[4] = {**seven[4], "correct": [7] + seven[4]["correct"][1:]}
+    with pytest.raises(HarnessError, match=r"line 5 \(episode 4\): field 'correct' must hold 0 or 1 per query, holds 7"):
+        make_baseline("demo", seven)
+    flipped = [dict(r) for r in records]
+    correct = [1 - flipped[4]["correct"][0]] + flipped[4]["correct"][1:]
+    flipped[4] = {**flipped[4], "correct": correct, "accuracy": sum(correct) / len(correct)}
+    with pytest.raises(HarnessError, match=r"field 'correct' says query 0 is (right|wrong), but its prediction is"):
+        check_against_baseline(make_baseline("demo", records), flipped, mode="statistical")
 
 
 INNER_TEST = """
