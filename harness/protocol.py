@@ -72,31 +72,36 @@ class BackboneSpec:
 class TrainSpec:
     """Episodic meta-training on the train split; model selection on val episodes (never test).
 
-    Empty or zero values take the method's own defaults (`train_defaults` beside its head)."""
+    The recipe fields (all but the seeds) left out, or null, take the method's own recipe (`train_defaults`
+    beside its head: its reference's), else the harness's (`harness.train.DEFAULTS`); a training records each
+    setting it used and where it came from."""
 
     #: seed of the training episodes (their own stream, apart from the test episodes)
     seed: int = 1
-    steps: int = 0
-    #: episodes whose gradients are accumulated into one optimizer step
-    tasks_per_batch: int = 0
+    #: optimizer steps
+    steps: int | None = None
+    #: episodes whose gradients are averaged into one optimizer step
+    tasks_per_batch: int | None = None
     #: training queries per class (the references train with more than they test with)
-    query_per_class: int = 0
-    optimizer: str = ""
-    lr: float = 0.0
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    #: "constant" or "cosine"
-    schedule: str = ""
+    query_per_class: int | None = None
+    #: "sgd" or "adam"
+    optimizer: str | None = None
+    lr: float | None = None
+    #: SGD's momentum (Adam does not use it)
+    momentum: float | None = None
+    weight_decay: float | None = None
+    #: "constant" or "cosine" (from lr to 0 over `steps`)
+    schedule: str | None = None
     #: evaluate `val_episodes` fixed val episodes every `val_every` steps; keep the best
-    val_every: int = 0
-    val_episodes: int = 0
+    val_every: int | None = None
+    val_episodes: int | None = None
     val_seed: int = 2
     #: fine-tune the backbone end to end on clips (with train-time augmentation) instead of cached features
-    finetune_backbone: bool = False
+    finetune_backbone: bool | None = None
     #: train-time augmentation when fine-tuning: "random" or "centre" crop, horizontal flip, frame jitter
-    crop: str = "random"
-    flip: bool = False
-    jitter: int = 5
+    crop: str | None = None
+    flip: bool | None = None
+    jitter: int | None = None
 
 
 @dataclass(frozen=True)
@@ -273,6 +278,10 @@ def _build(cls, data, prefix: str, origins: dict, source: str):
 
 def _convert(hint, value, dotted: str, origins: dict, source: str):
     where = _where(origins, source, dotted)
+    if type(None) in typing.get_args(hint):  # `X | None`: null leaves the field unset
+        if value is None:
+            return None
+        (hint,) = [h for h in typing.get_args(hint) if h is not type(None)]
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, dotted + ".", origins, source)
     origin = typing.get_origin(hint)
@@ -333,15 +342,38 @@ def _check_values(p: Protocol) -> None:
     need(1 <= f.crop <= f.resize, "frames.crop", f"frames.crop must be between 1 and frames.resize ({f.resize}), got {f.crop}", "the centre crop is taken from the resized frame, e.g. resize 256, crop 224")
     need(len(f.mean) == 3, "frames.mean", f"frames.mean must have 3 values (R, G, B), got {len(f.mean)}", "write e.g. [0.0, 0.0, 0.0]")
     need(len(f.std) == 3 and all(s > 0 for s in f.std), "frames.std", f"frames.std must be 3 positive values, got {list(f.std)}", "write e.g. [1.0, 1.0, 1.0]")
-    t = p.train
-    need(t.optimizer in ("", "sgd", "adam"), "train.optimizer", f"train.optimizer must be 'sgd' or 'adam', got '{t.optimizer}'", "leave it out to use the method's default")
-    need(t.schedule in ("", "constant", "cosine"), "train.schedule", f"train.schedule must be 'constant' or 'cosine', got '{t.schedule}'", "leave it out to use the method's default")
-    need(t.crop in ("random", "centre"), "train.crop", f"train.crop must be 'random' or 'centre', got '{t.crop}'", "use random (the references' train-time crop) or centre")
-    for name in ("steps", "tasks_per_batch", "query_per_class", "val_every", "val_episodes", "jitter"):
-        need(getattr(t, name) >= 0, f"train.{name}", f"train.{name} must not be negative, got {getattr(t, name)}", "use 0 for the method's default")
-    need(t.lr >= 0, "train.lr", f"train.lr must not be negative, got {t.lr}", "use 0 for the method's default")
+    check_train_spec(p.train, p.where)
     for method, settings in p.methods.items():
         need(isinstance(settings, dict), f"methods.{method}", f"settings of method '{method}' must be a section of name: value", "write e.g. methods: {staf: {alpha: 1.0}}")
+
+
+def check_train_spec(t: TrainSpec, where: typing.Callable[[str], str]) -> None:
+    """The values of a `train:` section that no training can use are HarnessErrors; `where(dotted)` names the
+    place a field was written (a protocol file, or a head's `train_defaults`). Unset fields are not checked."""
+
+    def need(name: str, ok, what: str, fix: str) -> None:
+        value = getattr(t, name)
+        if value is not None and not ok(value):
+            raise HarnessError(f"train.{name} {what}, got {value!r}", where=where(f"train.{name}"), fix=fix)
+
+    default = "or leave it out for the method's recipe"
+    need("optimizer", lambda v: v in ("sgd", "adam"), "must be 'sgd' or 'adam'", f"write sgd or adam, {default}")
+    need("schedule", lambda v: v in ("constant", "cosine"), "must be 'constant' or 'cosine'", f"write constant or cosine, {default}")
+    need("crop", lambda v: v in ("random", "centre"), "must be 'random' or 'centre'", "use random (TRX's train-time crop) or centre (STAF's)")
+    for name in ("steps", "tasks_per_batch", "query_per_class", "val_every", "val_episodes"):
+        need(name, lambda v: v >= 1, "must be at least 1", f"write a whole number of 1 or more, {default}")
+    need("jitter", lambda v: v >= 0, "must not be negative", "write 0 for no jitter, or the most frames the ends may move")
+    need("lr", lambda v: v > 0, "must be positive", f"write e.g. 0.001, {default}")
+    need("momentum", lambda v: 0 <= v < 1, "must be at least 0 and below 1", "write e.g. 0.9, or 0 for plain SGD")
+    need("weight_decay", lambda v: v >= 0, "must not be negative", "write 0 for none")
+
+
+def train_spec(values: dict, source: str) -> TrainSpec:
+    """A `train:` section given as plain data (a head's `train_defaults`), checked as a protocol's is: an
+    unknown field, a wrong type or an impossible value is a HarnessError naming `source`."""
+    spec = _build(TrainSpec, values, "train.", {}, source)
+    check_train_spec(spec, lambda dotted: f"{source}, field '{dotted}'")
+    return spec
 
 
 # -------------------------------------------------------------------------------------------- locations

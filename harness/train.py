@@ -5,6 +5,10 @@ episode i of its own seeded set, so a resumed run sees exactly the episodes an u
 Every `val_every` steps a fixed set of val episodes is scored; the best is kept as best.pt, and last.pt
 holds everything needed to resume (weights, optimizer, schedule, the CPU's and the GPU's random state, log).
 
+The recipe (optimizer, schedule, steps, ...) is, field by field, the protocol's `train:` where it sets the
+field, else the head's `train_defaults` (its reference's recipe), else DEFAULTS; checkpoints and the summary
+record every setting and where it came from.
+
 A stopped or killed training resumes from last.pt when the same command runs again, and reaches the bytes of
 an uninterrupted one (best.pt, last.pt, train_log.jsonl); a finished one is not trained again.
 """
@@ -31,34 +35,60 @@ from harness.files import atomic_write_json, atomic_write_text
 from harness.data.clips import augment, jittered_indices, load_clip, read_frames
 from harness.locks import file_lock
 from harness.pipeline import Settings, backbone_for, build_head, features_for, head_settings, load_index, remove_stale_temporaries, state_sha256
-from harness.protocol import Protocol
+from harness.protocol import Protocol, TrainSpec, train_spec
 from harness.provenance import head_code, sources_sha256
 from harness.results import record_line
 from methods import feature_view
 
-#: used where neither the protocol's `train:` nor the head's `train_defaults` says otherwise
+#: the recipe where neither the protocol's `train:` nor the head's `train_defaults` sets a field (one entry per
+#: recipe field of TrainSpec, the fields other than the seeds)
 DEFAULTS = {
     "steps": 1000,
     "tasks_per_batch": 16,
     "query_per_class": 5,
     "optimizer": "adam",
     "lr": 1e-3,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
     "schedule": "cosine",
     "val_every": 100,
     "val_episodes": 500,
+    "finetune_backbone": False,
+    "crop": "random",
+    "flip": False,
+    "jitter": 5,
 }
 #: episodes per forward pass inside one optimizer step (bounds memory; the gradient is the same)
 MICRO_BATCH = 16
 
 
-def resolve_train_settings(p: Protocol, head_cls) -> dict:
-    """Protocol `train:` fields that are set win over the head's defaults, which win over DEFAULTS."""
-    chosen = {**DEFAULTS, **getattr(head_cls, "train_defaults", {})}
-    for f in dataclasses.fields(p.train):
-        value = getattr(p.train, f.name)
-        if f.name not in DEFAULTS or value not in ("", 0, 0.0):
-            chosen[f.name] = value
-    return chosen
+def resolve_train_settings(p: Protocol, head_cls) -> tuple[dict, dict]:
+    """The train settings of head class `head_cls` under `p`, and where each came from: {field: value} and
+    {field: "protocol" | "method" | "harness"}. A field the protocol's `train:` sets wins over the head's
+    `train_defaults`, which wins over DEFAULTS; the seeds are always the protocol's."""
+    where = f"{head_cls.__module__}.{head_cls.__qualname__}.train_defaults"
+    given = getattr(head_cls, "train_defaults", {})
+    method = train_spec(given, where)
+    seeds = sorted(set(given) - set(DEFAULTS))
+    if seeds:
+        raise HarnessError(f"train_defaults sets {', '.join(seeds)}, which only a protocol sets", where=where, fix=f"remove {', '.join(seeds)} from train_defaults")
+    settings, source = {}, {}
+    for f in dataclasses.fields(TrainSpec):
+        if getattr(p.train, f.name) is not None:
+            settings[f.name], source[f.name] = getattr(p.train, f.name), "protocol"
+        elif f.name in given:
+            settings[f.name], source[f.name] = getattr(method, f.name), "method"
+        else:
+            settings[f.name], source[f.name] = DEFAULTS[f.name], "harness"
+    return settings, source
+
+
+def _recipe(t: dict) -> str:
+    """What the training does, in a line: e.g. '2000 steps of 64 tasks, sgd lr 0.01 momentum 0.0, constant'."""
+    momentum = f" momentum {t['momentum']}" if t["optimizer"] == "sgd" else ""
+    decay = f" weight decay {t['weight_decay']}" if t["weight_decay"] else ""
+    tuned = ", fine-tuning the backbone" if t["finetune_backbone"] else ""
+    return f"{t['steps']} steps of {t['tasks_per_batch']} tasks, {t['optimizer']} lr {t['lr']}{momentum}{decay}, {t['schedule']}{tuned}"
 
 
 def _optimizer(params, t: dict) -> torch.optim.Optimizer:
@@ -135,15 +165,15 @@ def train(p: Protocol, method: str, s: Settings, resume: bool = False, out: Path
         raise HarnessError(f"method '{method}' has nothing to train", fix=f"evaluate it directly: python bench.py run --protocol {p.source} --method {method}")
     if resume and s.recompute:
         raise HarnessError("--resume continues a stopped training and --recompute starts it again: pass one of them")
-    t = resolve_train_settings(p, head_cls)
+    t, source = resolve_train_settings(p, head_cls)
     out = out or checkpoint_dir(s.home, p.name, method)
     # one training per folder at a time: a second process waits, then resumes or finds the run finished
     with file_lock(out / ".lock", what=f"training {method} on {p.name}"):
         remove_stale_temporaries(out)  # under the lock, so left by a killed process
-        return _train(p, method, s, t, resume, out)
+        return _train(p, method, s, t, source, resume, out)
 
 
-def _train(p: Protocol, method: str, s: Settings, t: dict, resume: bool, out: Path) -> dict:
+def _train(p: Protocol, method: str, s: Settings, t: dict, source: dict, resume: bool, out: Path) -> dict:
     started = time.perf_counter()
     finetune = t["finetune_backbone"]
     backbone, weights_sha, _ = backbone_for(p, s, pretrain_if_missing=True)
@@ -188,6 +218,8 @@ def _train(p: Protocol, method: str, s: Settings, t: dict, resume: bool, out: Pa
         "data_sha256": {"train": index_fingerprint(train_index, p.frames), "val": index_fingerprint(val_index, p.frames)},
         "code": {"head_sha256": head_code(type(head))["head_sha256"], "train_sha256": sources_sha256(["harness.train"])},
         "train_settings": t,
+        # where each setting came from: the protocol, the head's train_defaults (its reference), the harness
+        "train_settings_source": source,
     }
     step, best, history = 0, {"val_accuracy": -1.0, "step": 0}, []
     last_path = out / "last.pt"
@@ -228,7 +260,8 @@ def _train(p: Protocol, method: str, s: Settings, t: dict, resume: bool, out: Pa
                 return finished
         log(f"resuming {method} at step {step} of {t['steps']}")
     else:
-        log(f"training {method} on {p.name}: {t['steps']} steps")
+        from_method = sorted(k for k, v in source.items() if v == "method")
+        log(f"training {method} on {p.name}: {_recipe(t)} (from {method}'s train_defaults: {', '.join(from_method) or 'nothing'})")
     resumed_from = step
 
     with progress_bar(f"training {method}", t["steps"] - step, s.show_progress) as advance:
@@ -253,7 +286,9 @@ def _train(p: Protocol, method: str, s: Settings, t: dict, resume: bool, out: Pa
                 (loss * e / len(ids)).backward()
                 loss_sum += loss.item() * e
             if not math.isfinite(loss_sum):
-                raise HarnessError(f"training {method} diverged at step {step + 1} (loss is {loss_sum})", where=p.where("train.lr"), fix="lower train.lr")
+                given = {"protocol": p.where("train.lr"), "method": f"{method}'s train_defaults, field 'train.lr'", "harness": "harness.train.DEFAULTS, field 'train.lr'"}
+                where = given[source["lr"]]
+                raise HarnessError(f"training {method} diverged at step {step + 1} (loss is {loss_sum})", where=where, fix="set a lower train.lr in the protocol's train: section")
             opt.step()
             sched.step()
             step += 1

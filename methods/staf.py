@@ -27,6 +27,12 @@ from torch import nn
 from methods.base import Head, group_by_class, in_episode_blocks, per_episode
 from methods.registry import register
 
+#: the reference's BatchNorm calls in one training forward, in the order it makes them (`lxhit/STAF`,
+#: models/cam_r3d.py, CAM.forward): get_self_attention(prototypes, queries) fuses the prototypes' self-correlation,
+#: then the queries'; get_cross_attention then fuses a1 = R (which re-weights the prototypes), then a2 = R^T (the
+#: queries). A call whose batch dimension is 1 skips the BatchNorm and updates nothing.
+BN_CALLS = ("prototypes self", "queries self", "prototypes cross", "queries cross")
+
 
 class _ConvBN(nn.Module):
     """The reference's ConvBlock: 1x1 conv then BatchNorm (kept as modules so checkpoints map key for key)."""
@@ -60,6 +66,14 @@ class STAF(Head):
 
     view = "positions"
     trainable = True
+    #: the reference's recipe (`lxhit/STAF`, STAF_run.py and its README's command): plain SGD (no momentum, no
+    #: weight decay) at lr 0.01, constant (its MultiStepLR milestone, 1,000,000 tasks, is never reached), 128,000
+    #: tasks as 2,000 steps of 64, query_per_class 1 (its tasks hold the query of one class; here one of each),
+    #: tested every 6,400 tasks (100 steps). It fine-tunes the backbone with a centre crop, horizontal flips and
+    #: up to 5 frames of jitter: the augmentation here is that, the fine-tuning the protocol's choice
+    #: (train.finetune_backbone).
+    train_defaults = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant", "steps": 2000,
+                      "tasks_per_batch": 64, "query_per_class": 1, "val_every": 100, "crop": "centre", "flip": True, "jitter": 5}
     #: episodes per block in `forward` (see `in_episode_blocks`)
     episodes_per_block = 4
 
@@ -76,53 +90,56 @@ class STAF(Head):
         self.classifier = nn.Conv3d(self.channels, num_train_classes, 1) if num_train_classes else None
 
     # -- the attention -------------------------------------------------------------------------------
-    def _bn(self, h: torch.Tensor, skip: bool, stats: list | None) -> torch.Tensor:
+    def _bn(self, h: torch.Tensor, skip: bool, stats: dict | None, call: str) -> torch.Tensor:
         """h [E, *items, hidden]. The reference's BatchNorm2d sees one episode as a [1, hidden, *items] batch
         (b = 1 task), so training statistics are per episode over its items. It skips the BN when the last
         axis of that input has size 1: the number of prototypes (way) in the prototypes' self-attention and in
-        both cross-attentions, the number of queries in the queries' self-attention."""
+        both cross-attentions, the number of queries in the queries' self-attention. In training, the
+        episode statistics of `call` (one of BN_CALLS) go to `stats` for `_update_running_stats`."""
         if skip:
             return h
         bn = self.cam.conv1.bn
         if self.training and stats is not None:
             dims = tuple(range(1, h.dim() - 1))
             mean, var = h.mean(dims, keepdim=True), h.var(dims, unbiased=False, keepdim=True)
-            stats.append((mean.detach().flatten(1), var.detach().flatten(1), math.prod(h.shape[1:-1])))
+            stats[call] = (mean.detach().flatten(1), var.detach().flatten(1), math.prod(h.shape[1:-1]))  # [E, hidden] x2, items
         else:
             mean, var = bn.running_mean, bn.running_var
         return (h - mean) * torch.rsqrt(var + bn.eps) * bn.weight + bn.bias
 
-    def _update_running_stats(self, stats: list) -> None:
-        """What the reference's BN calls would have done, one episode after another, call sites in order."""
+    def _update_running_stats(self, stats: dict) -> None:
+        """What the reference's BN calls would have done to the running statistics: one episode after another,
+        and within an episode its calls in the reference's order (BN_CALLS), whatever order computed them."""
         bn = self.cam.conv1.bn
+        calls = [stats[call] for call in BN_CALLS if call in stats]
         with torch.no_grad():
-            for e in range(stats[0][0].shape[0] if stats else 0):
-                for mean, var, n in stats:
+            for e in range(calls[0][0].shape[0] if calls else 0):
+                for mean, var, n in calls:
                     bn.num_batches_tracked += 1
                     m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
                     bn.running_mean.mul_(1 - m).add_(mean[e], alpha=m)
                     bn.running_var.mul_(1 - m).add_(var[e] * n / max(n - 1, 1), alpha=m)
 
-    def _fuse(self, mean_corr: torch.Tensor, skip: bool, stats: list | None) -> torch.Tensor:
+    def _fuse(self, mean_corr: torch.Tensor, skip: bool, stats: dict | None, call: str) -> torch.Tensor:
         """[E, *items, P] mean correlations -> [E, *items, P] weights w. The 1x1 convs are written as explicit
         sums: a matrix product would stack all episodes' items into one, and BLAS may round a row differently
         by where it falls in that stack."""
         conv1, conv2 = self.cam.conv1.conv, self.cam.conv2
         h = (mean_corr.unsqueeze(-2) * conv1.weight.flatten(1)).sum(-1) + conv1.bias  # [E, *items, hidden]
-        h = F.relu(self._bn(h, skip, stats))
+        h = F.relu(self._bn(h, skip, stats, call))
         return (h.unsqueeze(-2) * conv2.weight.flatten(1)).sum(-1) + conv2.bias
 
     def _weights(self, a: torch.Tensor, dim: int) -> torch.Tensor:
         return torch.softmax(a / self.temperature, dim=dim) + 1  # A in [1, 2]
 
-    def _self_pooled(self, units, norms, gram, skip: bool, stats: list | None) -> torch.Tensor:
+    def _self_pooled(self, units, norms, gram, skip: bool, stats: dict | None, call: str) -> torch.Tensor:
         """GAP of the self-attended map. units [E, n, P, C], norms [E, n, P], gram = R [E, n, P, P] -> [E, n, C]."""
-        w = self._fuse(gram.mean(dim=-2), skip, stats)  # [E, n, P]
+        w = self._fuse(gram.mean(dim=-2), skip, stats, call)  # [E, n, P]
         a = (gram * w.unsqueeze(-2)).sum(-1) / self.positions  # a_i = mean_j R_ij w_j
         weights = (self._weights(a, -1) * norms).unsqueeze(-2)  # [E, n, 1, P]
         return per_episode(torch.matmul, weights, units).squeeze(-2) / self.positions
 
-    def _cross(self, p_reps: torch.Tensor, q_reps: torch.Tensor, skip: bool, stats: list | None):
+    def _cross(self, p_reps: torch.Tensor, q_reps: torch.Tensor, skip: bool, stats: dict | None):
         """Cross-attention of every (prototype k, query q) of each episode, R = P_k^T Q_q^, as five passes over
         the maps (p_reps [E, K, L, C], q_reps [E, Q, L, C], embedded layout). A product runs over all L rows of a
         video, the rows past P dropped or weighted 0, so no map is copied. Returns cos(GAP(Q_q|k), GAP(P_k|q))
@@ -133,15 +150,16 @@ class STAF(Head):
         mm = lambda a, b: per_episode(torch.matmul, a, b)  # noqa: E731
         dots = lambda vectors, reps: mm(vectors, reps.transpose(-1, -2))[..., :P]  # noqa: E731  [.., n, C] x map
         weigh = lambda weights, reps: mm(F.pad(weights, (0, L - P)), reps)  # noqa: E731  [.., n, P] -> sum_i w_i X^_i
-        # 1 (prototypes): mean_j R_ij = P^_i . mean(Q^), giving the weights w_p on prototype positions
+        # 1 (prototypes): mean_j R_ij = P^_i . mean(Q^), giving the weights w_p on prototype positions (the
+        # reference's a2, which re-weights the queries: its BatchNorm call comes second, see BN_CALLS)
         row = mm(q_reps[:, :, P], p_reps.reshape(E, K * L, C).transpose(1, 2)).view(E, Q, K, L)[..., :P]
-        w_p = self._fuse(row.transpose(1, 2), skip, stats)  # [E, K, Q, P]
+        w_p = self._fuse(row.transpose(1, 2), skip, stats, "queries cross")  # [E, K, Q, P]
         # 2 (prototypes): v = P^ w_p
         v = weigh(w_p, p_reps)  # [E, K, Q, C]
         # 3 (queries): mean_i R_ij = mean(P^) . Q^_j, and a_j = mean_i R_ij w_p,i = Q^_j . v / P
         vectors = torch.cat([p_reps[:, None, :, P].expand(E, Q, K, C), v.transpose(1, 2)], dim=2)  # [E, Q, 2K, C]
         out = dots(vectors, q_reps)  # [E, Q, 2K, P]
-        w_q = self._fuse(out[:, :, :K], skip, stats)  # [E, Q, K, P] weights on query positions
+        w_q = self._fuse(out[:, :, :K], skip, stats, "prototypes cross")  # [E, Q, K, P] on query positions (a1's)
         A_q = self._weights(out[:, :, K:] / P, -1)  # [E, Q, K, P]
         # 4 (queries): u = Q^ w_q, and q_sum = P GAP(Q_q|k) = sum_j |Q_j| A_j Q^_j
         out = weigh(torch.cat([w_q, A_q * q_norms.unsqueeze(2)], dim=2), q_reps)  # [E, Q, 2K, C]
@@ -166,13 +184,13 @@ class STAF(Head):
         gram = extra[..., P : P + P * P].unflatten(-1, (P, P))
         return reps[..., :P, :], reps[..., P, :], reps[..., P + 1, :], extra[..., :P], gram
 
-    def _layout(self, rows: torch.Tensor, skip: bool, stats: list | None) -> torch.Tensor:
+    def _layout(self, rows: torch.Tensor, skip: bool, stats: dict | None) -> torch.Tensor:
         """Raw maps as rows [E, n, P, C] -> the embedded layout [E, n, L, C] (class docstring)."""
         P, C = self.positions, self.channels
         norms = rows.norm(dim=-1).clamp_min(1e-12)  # [E, n, P], the reference's normalize eps
         units = rows / norms.unsqueeze(-1)
         gram = per_episode(torch.matmul, units, units.transpose(-1, -2))  # [E, n, P, P] self-correlation R = X^T X^
-        pooled = self._self_pooled(units, norms, gram, skip, stats)
+        pooled = self._self_pooled(units, norms, gram, skip, stats, "prototypes self")  # stats: prototypes only (embed has none)
         extra = F.pad(torch.cat([norms, gram.flatten(-2)], dim=-1), (0, self._extra_rows * C - P - P * P))
         rows = [units, units.mean(dim=2, keepdim=True), pooled.unsqueeze(2), extra.unflatten(-1, (-1, C))]
         return torch.cat(rows, dim=2)
@@ -181,7 +199,7 @@ class STAF(Head):
         """features [N, C, P] -> [N, L, C]; row P+1 with the eval-mode BatchNorm (running statistics)."""
         return self._layout(features.transpose(1, 2).unsqueeze(0), skip=False, stats=None)[0]
 
-    def _episode(self, support, support_labels, query, way: int, stats: list | None):
+    def _episode(self, support, support_labels, query, way: int, stats: dict | None):
         """Scores [E, Q, way] and what the loss needs; support [E, S, L, C], query [E, Q, L, C]."""
         groups = group_by_class(support, support_labels, way)  # [E, way, shot, L, C]
         if groups.shape[2] > 1:  # the prototype is the mean raw map of the class's shots
@@ -194,9 +212,9 @@ class STAF(Head):
         # embed's row P+1 holds the self-attention with running statistics and the BatchNorm applied;
         # training uses the episode's own statistics, and one prototype (or one query) skips the BatchNorm
         if groups.shape[2] == 1 and (self.training or way == 1):
-            p_pooled_self = self._self_pooled(p_units, p_norms, p_gram, way == 1, stats)
+            p_pooled_self = self._self_pooled(p_units, p_norms, p_gram, way == 1, stats, "prototypes self")
         if self.training or query.shape[1] == 1:
-            q_pooled_self = self._self_pooled(q_units, q_norms, q_gram, query.shape[1] == 1, stats)
+            q_pooled_self = self._self_pooled(q_units, q_norms, q_gram, query.shape[1] == 1, stats, "queries self")
         cross, alpha, A_q = self._cross(p_reps, query, way == 1, stats)
         q_self, p_self = F.normalize(q_pooled_self, dim=-1), F.normalize(p_pooled_self, dim=-1)  # [E, Q|way, C]
         self_ = (q_self.unsqueeze(2) * p_self.unsqueeze(1)).sum(-1)  # [E, Q, way]
@@ -204,14 +222,14 @@ class STAF(Head):
         return scores, (p_reps, q_units, q_norms, alpha, A_q, p_pooled_self)
 
     def forward(self, support, support_labels, query, way):
-        stats = [] if self.training else None  # training-mode BN: this episode's statistics, nothing recorded
+        stats = {} if self.training else None  # training-mode BN: this episode's statistics, nothing recorded
         run = lambda s, l, q: self._episode(s, l, q, way, stats)[0]  # noqa: E731
         return in_episode_blocks(run, self.episodes_per_block, support, support_labels, query)
 
     def loss(self, support, support_labels, query, query_labels, way, class_ids=None):
         if self.classifier is None or class_ids is None:
             raise ValueError("staf's loss needs its global classifier: build it with num_train_classes, pass class_ids")
-        stats: list = []
+        stats: dict = {}
         _, (p_reps, q_units, q_norms, alpha, A_q, p_pooled_self) = self._episode(support, support_labels, query, way, stats)
         self._update_running_stats(stats)
         E, Q, P = q_units.shape[:3]

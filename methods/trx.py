@@ -142,6 +142,11 @@ class TRX(Head):
 
     view = "frames"
     trainable = True
+    #: the reference's recipe (run.py of the TRX code): SGD at lr 0.001, constant, its 100,020 tasks as 6,251 steps
+    #: of 16, 5 training queries per class; fine-tuning (train.finetune_backbone) augments with random crops, flips
+    #: and up to 5 frames of jitter
+    train_defaults = {"optimizer": "sgd", "lr": 0.001, "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant", "steps": 6251,
+                      "tasks_per_batch": 16, "query_per_class": 5, "crop": "random", "flip": True, "jitter": 5}
     #: episodes per block in `forward` (see `in_episode_blocks`)
     episodes_per_block = 8
 

@@ -70,9 +70,15 @@ def test_editing_a_head_scores_again_and_reverting_finds_the_earlier_run(protoco
     unrelated, out = _bench(checkout, *command)
     assert "already there" in out and unrelated["run_fingerprint"] == first["run_fingerprint"]
 
-    # an edit of the backbone's code invalidates its features: every video is embedded again
+    # an edit of the backbone's code invalidates its pretrained weights and its features: pretraining again
+    # gives the same weights (it is seeded), and every video is embedded again
     backbone = checkout / "harness/backbones/tiny3d.py"
     backbone.write_text(backbone.read_text() + "\n# an edit of the backbone's file\n")
+    env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": "1"}
+    stale = subprocess.run([sys.executable, str(checkout / "bench.py"), *command], cwd=checkout, env=env, capture_output=True, text=True, timeout=300)
+    assert stale.returncode == 2 and "has not been pretrained" in stale.stderr, "weights pretrained by other backbone code are not used"
+    pretrained = subprocess.run([sys.executable, str(checkout / "bench.py"), "pretrain", "--protocol", protocol.source, "--home", str(home)], cwd=checkout, env=env, capture_output=True, text=True, timeout=300)
+    assert pretrained.returncode == 0, pretrained.stderr[-2000:]
     rebuilt, out = _bench(checkout, *command)
     assert "already there" not in out and rebuilt["videos_embedded_this_run"] == rebuilt["n_videos"]
     assert rebuilt["code"]["backbone_code_sha256"] != first["code"]["backbone_code_sha256"]
