@@ -12,14 +12,26 @@ from methods.base import block_size
 
 #: the most bytes of embedded videos gathered for one call of a head
 GATHER_BYTES = 32 * 2**20
+#: videos in every call of a head's `embed` by `embed_pool`
+EMBED_BLOCK = 64
 
 
 @torch.inference_mode()
-def embed_pool(head: Head, maps: torch.Tensor, device: torch.device, chunk: int = 256) -> torch.Tensor:
-    """The head's per-video representation of every video: maps [N, C, T, H, W] -> [N, ...]."""
+def embed_pool(head: Head, maps: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The head's per-video representation of every video: maps [N, C, T, H, W] -> [N, ...]. Every call of
+    head.embed gets exactly EMBED_BLOCK videos, a short last block padded with copies of its last video: the low
+    bits of a product can depend on its number of rows, and a video's embedding must be the same bits whatever
+    pool it is embedded in (alone or among others, in any order)."""
     head.eval().to(device)
-    parts = [head.embed(feature_view(maps[i : i + chunk].to(device).float(), head.view)) for i in range(0, len(maps), chunk)]
-    return torch.cat(parts)
+    return torch.cat([_embed_block(head, maps[i : i + EMBED_BLOCK], device) for i in range(0, len(maps), EMBED_BLOCK)])
+
+
+def _embed_block(head: Head, maps: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """maps [n, ...], n <= EMBED_BLOCK -> the head's embedding [n, ...] of a block padded to EMBED_BLOCK videos."""
+    n = len(maps)
+    if n < EMBED_BLOCK:
+        maps = torch.cat([maps, maps[-1:].expand(EMBED_BLOCK - n, *maps.shape[1:])])  # [EMBED_BLOCK, C, T, H, W]
+    return head.embed(feature_view(maps.to(device).float(), head.view))[:n]
 
 
 @torch.inference_mode()

@@ -42,7 +42,9 @@ class Head(nn.Module, abc.ABC):
     trainable: bool = False
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
-        """Per-video work, done once per video at evaluation. features [N, *view] -> [N, ...]."""
+        """Per-video work, done once per video at evaluation. features [N, *view] -> [N, ...]. A video's result must
+        not depend on the other videos of the call or on its place among them: `harness.evaluate.embed_pool` keeps N
+        fixed, and tests/test_precision.py checks that every video's embedding is the same bits in any pool."""
         return features
 
     @abc.abstractmethod

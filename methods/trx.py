@@ -15,7 +15,12 @@ instead of n_tuples^2 dot products of length d (256 vs 784 pairs, 576 vs 3136 tr
     keys:   LN(z) = g * (z - mean z) / sigma + beta, and z - mean z is linear too; with h_t = g * (z_t - mean z_t),
             K_t . K_st' = h_t . h_st' / (sigma_t sigma_st') + beta . h_st' / sigma_st' + (terms the softmax ignores)
     values: |V_t - prototype_t|^2 = |V_t|^2 - 2 (M G_qs)_t . B_t + B_t G_ss B_t^T,   B = A M over each shot,
-            G_qs = Y_q Y_s^T and G_ss the class's slot Gram matrix.
+            G_qs = Y_q Y_s^T and G_ss the class's slot Gram matrix, all of value slots centred per episode: each
+            slot's mean over the episode's support videos and frames is taken from that slot of every video. That
+            moves every tuple value, query and support alike, by one vector (the sum of the w slot means), and every
+            prototype with it (the attention sums to 1), so no distance changes; uncentred, the three terms are
+            ~|V|^2, far larger than their sum when the videos are nearly parallel (an untrained backbone), and
+            float32 loses the distance in the cancellation.
 """
 from __future__ import annotations
 
@@ -58,9 +63,11 @@ class _Cardinality(nn.Module):
         self.norm_k = nn.LayerNorm(dim)
         self.norm_v = nn.LayerNorm(dim)  # unused, as in the reference; kept so its checkpoints load
         tuples = torch.tensor(list(combinations(range(frames), w)), dtype=torch.long).view(-1, w)  # [n, w]
+        rows = tuples + frames * torch.arange(w)  # [n, w] the row of Y each frame of a tuple takes, slot by slot
         slots = torch.zeros(len(tuples), w * frames)
-        slots[torch.arange(len(tuples)).unsqueeze(1), tuples + frames * torch.arange(w)] = 1.0
+        slots[torch.arange(len(tuples)).unsqueeze(1), rows] = 1.0
         self.register_buffer("tuples", tuples, persistent=False)
+        self.register_buffer("rows", rows, persistent=False)
         self.register_buffer("slots", slots, persistent=False)  # M [n, w*T]
 
     @property
@@ -69,30 +76,35 @@ class _Cardinality(nn.Module):
 
     def sizes(self) -> dict[str, tuple[int, ...]]:
         """The per-video parts `embed` stores for this cardinality, in order."""
-        wt, n = self.w * self.frames, self.n
-        d = self.dim
-        return {"h": (wt, d), "y": (wt, d), "inv_sigma": (n,), "beta_h": (n,), "v_sq": (n,), "g_vv": (wt, wt)}
+        wt, n, d = self.w * self.frames, self.n, self.dim
+        return {"h": (wt, d), "y": (wt, d), "inv_sigma": (n,), "beta_h": (n,)}
 
     def _slots(self, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
-        """x [N, T, C] -> per-frame slot projections [N, w, T, d], the bias in slot 0."""
+        """x [N, T, C] -> per-frame slot projections Y [N, w*T, d] (row r*T + f: W_r x_f), the bias in slot 0.
+        weight [d, w*C] viewed as [d*w, C] has row j*w + r = row j of W_r: one product, no copy of the weight."""
         N, T, C = x.shape
-        weight = linear.weight.view(self.dim, self.w, C).permute(2, 1, 0).reshape(C, self.w * self.dim)
-        y = (x.reshape(N * T, C) @ weight).view(N, T, self.w, self.dim).transpose(1, 2)
-        return y + F.pad(linear.bias.view(1, 1, 1, -1), (0, 0, 0, 0, 0, self.w - 1))
+        y = x.reshape(N * T, C) @ linear.weight.view(self.dim * self.w, C).T  # [N*T, d*w]
+        y = y.view(N, T, self.dim, self.w).permute(0, 3, 1, 2)  # [N, w, T, d]
+        return (y + F.pad(linear.bias.view(1, 1, 1, -1), (0, 0, 0, 0, 0, self.w - 1))).reshape(N, -1, self.dim)
+
+    def _tuple_sums(self, slot_rows: torch.Tensor) -> torch.Tensor:
+        """[N, w*T, ...] -> [N, n, ...]: each tuple's sum of its w rows, added slot by slot. Sums, not a product
+        with M, so that every video is computed alike wherever it sits in the batch."""
+        total = slot_rows[:, self.rows[:, 0]]
+        for r in range(1, self.w):
+            total = total + slot_rows[:, self.rows[:, r]]
+        return total
 
     def embed(self, frames: torch.Tensor) -> list[torch.Tensor]:
         x = self.pe(frames)  # [N, T, C]; its own encoding and dropout, as each reference transformer has
-        N, M, ln = x.shape[0], self.slots, self.norm_k
-        centred = self._slots(x, self.k_linear)
-        centred = (centred - centred.mean(-1, keepdim=True)).reshape(N, -1, self.dim)  # [N, wT, d]
-        tuple_sq = ((M @ (centred @ centred.transpose(1, 2))) * M).sum(-1)  # [N, n] |z_t - mean z_t|^2
+        ln = self.norm_k
+        keys = self._slots(x, self.k_linear)  # [N, wT, d]
+        centred = keys - keys.mean(-1, keepdim=True)  # a tuple's z_t - mean z_t is the sum of its rows
+        tuple_sq = self._tuple_sums(centred).square().sum(-1)  # [N, n] |z_t - mean z_t|^2
         inv_sigma = torch.rsqrt(tuple_sq / self.dim + ln.eps)
         h = centred * ln.weight  # [N, wT, d]
-        beta_h = (M @ (h @ ln.bias).unsqueeze(-1)).squeeze(-1) * inv_sigma  # [N, n]
-        y = self._slots(x, self.v_linear).reshape(N, -1, self.dim)  # [N, wT, d]
-        g_vv = y @ y.transpose(1, 2)  # [N, wT, wT]
-        v_sq = ((M @ g_vv) * M).sum(-1)  # [N, n] |V_t|^2
-        return [h, y, inv_sigma, beta_h, v_sq, g_vv]
+        beta_h = self._tuple_sums((h * ln.bias).sum(-1)) * inv_sigma  # [N, n]
+        return [h, self._slots(x, self.v_linear), inv_sigma, beta_h]
 
     def attention(self, q: dict, s: dict) -> torch.Tensor:
         """A [E, Q, way, n, shot*n]: each query tuple over all (shot, tuple) pairs of a class.
@@ -108,21 +120,27 @@ class _Cardinality(nn.Module):
         att = per_episode(scores, q["h"], s["h"], q["inv_sigma"], s["inv_sigma"], s["beta_h"])
         return torch.softmax(att.transpose(3, 4).reshape(E, Q, way, n, shot * n), dim=-1)
 
+    def distances(self, slot_att: torch.Tensor, qy: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
+        """One episode: |V_t - prototype_t|^2 [Q, way, n] from products of the centred value slots (module docstring).
+        slot_att B [Q, way, n, shot*wT], value slots qy [Q, wT, d], sy [way, shot, wT, d]."""
+        M, (Q, wt, d), (way, shot) = self.slots, qy.shape, sy.shape[:2]
+        by_slot = sy.reshape(way * shot, self.w, self.frames, d)
+        mean = by_slot.mean(0).mean(1, keepdim=True)  # [w, 1, d] each slot's mean over the support videos and frames
+        qy = (qy.view(Q, self.w, self.frames, d) - mean).view(Q, wt, d)
+        sy = (by_slot - mean).view(way, shot, wt, d)
+        v_sq = ((M @ (qy @ qy.transpose(1, 2))) * M).sum(-1)  # [Q, n]  |V_t|^2
+        cross = (M @ _slot_products(qy, sy)).transpose(2, 3).flatten(-2)  # [Q, way, n, shot*wT]  V_t . (class slots)
+        class_slots = sy.flatten(1, 2)  # [way, shot*wT, d]
+        quad = ((slot_att @ (class_slots @ class_slots.transpose(1, 2))) * slot_att).sum(-1)  # [Q, way, n]  |p_t|^2
+        return v_sq.unsqueeze(1) - 2 * (cross * slot_att).sum(-1) + quad
+
     def logits(self, q: dict, s: dict) -> torch.Tensor:
         """-sum_t |V_t - prototype_t|^2 / n  [E, Q, way], from slot products."""
         M, n = self.slots, self.n
         E, Q, way, shot = *q["h"].shape[:2], *s["h"].shape[1:3]
         att = self.attention(q, s).view(E, Q, way, n, shot, n)
         slot_att = per_episode(lambda a: a @ M, att).flatten(-2)  # [E, Q, way, n, shot*wT]  B = A M per shot
-        cross = per_episode(lambda qy, sy: M @ _slot_products(qy, sy), q["y"], s["y"])  # [E, Q, way, shot, n, wT]
-        cross = cross.transpose(3, 4).flatten(-2)  # [E, Q, way, n, shot*wT]  V_t . (slots of the class)
-        if shot == 1:
-            g_ss = s["g_vv"][:, :, 0]  # [E, way, wT, wT], stored by embed
-        else:
-            g_ss = per_episode(lambda y: y @ y.transpose(-1, -2), s["y"].flatten(2, 3))  # [E, way, shot*wT, shot*wT]
-        quad = (per_episode(torch.matmul, slot_att, g_ss.unsqueeze(1)) * slot_att).sum(-1)  # [E, Q, way, n]
-        dist = q["v_sq"].unsqueeze(2) - 2 * (cross * slot_att).sum(-1) + quad  # |V_t|^2 - 2 V_t.p_t + |p_t|^2
-        return -dist.sum(-1) / n
+        return -per_episode(self.distances, slot_att, q["y"], s["y"]).sum(-1) / n
 
 
 def _slot_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -138,7 +156,7 @@ def _slot_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class TRX(Head):
     """Embedded video (`embed`): one flat vector per video, for each cardinality in turn the parts of
     `_Cardinality.sizes`: key slots h [wT, d] (LayerNorm-centred and scaled by its gain), value slots y [wT, d],
-    1 / sigma and beta . h / sigma per tuple, |V_t|^2 per tuple, and the value slot Gram y y^T [wT, wT]."""
+    and 1 / sigma and beta . h / sigma per tuple."""
 
     view = "frames"
     trainable = True
