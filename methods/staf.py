@@ -189,7 +189,8 @@ class STAF(Head):
         P, C = self.positions, self.channels
         norms = rows.norm(dim=-1).clamp_min(1e-12)  # [E, n, P], the reference's normalize eps
         units = rows / norms.unsqueeze(-1)
-        gram = per_episode(torch.matmul, units, units.transpose(-1, -2))  # [E, n, P, P] self-correlation R = X^T X^
+        flat = units.flatten(0, 1)  # [E*n, P, C]: one product per video, so no BLAS rounds a video by its batch place
+        gram = per_episode(torch.matmul, flat, flat.transpose(-1, -2)).view(*units.shape[:2], P, P)  # [E, n, P, P] R = X^T X^
         pooled = self._self_pooled(units, norms, gram, skip, stats, "prototypes self")  # stats: prototypes only (embed has none)
         extra = F.pad(torch.cat([norms, gram.flatten(-2)], dim=-1), (0, self._extra_rows * C - P - P * P))
         rows = [units, units.mean(dim=2, keepdim=True), pooled.unsqueeze(2), extra.unflatten(-1, (-1, C))]

@@ -120,27 +120,28 @@ class _Cardinality(nn.Module):
         att = per_episode(scores, q["h"], s["h"], q["inv_sigma"], s["inv_sigma"], s["beta_h"])
         return torch.softmax(att.transpose(3, 4).reshape(E, Q, way, n, shot * n), dim=-1)
 
-    def distances(self, slot_att: torch.Tensor, qy: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
-        """One episode: |V_t - prototype_t|^2 [Q, way, n] from products of the centred value slots (module docstring).
-        slot_att B [Q, way, n, shot*wT], value slots qy [Q, wT, d], sy [way, shot, wT, d]."""
-        M, (Q, wt, d), (way, shot) = self.slots, qy.shape, sy.shape[:2]
-        by_slot = sy.reshape(way * shot, self.w, self.frames, d)
-        mean = by_slot.mean(0).mean(1, keepdim=True)  # [w, 1, d] each slot's mean over the support videos and frames
-        qy = (qy.view(Q, self.w, self.frames, d) - mean).view(Q, wt, d)
-        sy = (by_slot - mean).view(way, shot, wt, d)
-        v_sq = ((M @ (qy @ qy.transpose(1, 2))) * M).sum(-1)  # [Q, n]  |V_t|^2
-        cross = (M @ _slot_products(qy, sy)).transpose(2, 3).flatten(-2)  # [Q, way, n, shot*wT]  V_t . (class slots)
-        class_slots = sy.flatten(1, 2)  # [way, shot*wT, d]
-        quad = ((slot_att @ (class_slots @ class_slots.transpose(1, 2))) * slot_att).sum(-1)  # [Q, way, n]  |p_t|^2
-        return v_sq.unsqueeze(1) - 2 * (cross * slot_att).sum(-1) + quad
+    def _centred(self, qy: torch.Tensor, sy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Value slots less each slot's mean over the episode's support videos and frames (module docstring).
+        qy [E, Q, wT, d], sy [E, way, shot, wT, d] -> the same shapes."""
+        E, Q, _, d = qy.shape
+        by_slot = sy.reshape(E, -1, self.w, self.frames, d)  # [E, S, w, T, d]
+        mean = by_slot.mean(1).mean(2, keepdim=True).unsqueeze(1)  # [E, 1, w, 1, d]
+        return (qy.view(E, Q, self.w, self.frames, d) - mean).view(qy.shape), (by_slot - mean).view(sy.shape)
 
     def logits(self, q: dict, s: dict) -> torch.Tensor:
-        """-sum_t |V_t - prototype_t|^2 / n  [E, Q, way], from slot products."""
+        """-sum_t |V_t - prototype_t|^2 / n  [E, Q, way], from slot products of centred value slots."""
         M, n = self.slots, self.n
         E, Q, way, shot = *q["h"].shape[:2], *s["h"].shape[1:3]
         att = self.attention(q, s).view(E, Q, way, n, shot, n)
         slot_att = per_episode(lambda a: a @ M, att).flatten(-2)  # [E, Q, way, n, shot*wT]  B = A M per shot
-        return -per_episode(self.distances, slot_att, q["y"], s["y"]).sum(-1) / n
+        qy, sy = self._centred(q["y"], s["y"])
+        v_sq = (per_episode(lambda y: M @ (y @ y.transpose(1, 2)), qy) * M).sum(-1)  # [E, Q, n]  |V_t|^2
+        cross = per_episode(lambda a, b: M @ _slot_products(a, b), qy, sy)  # [E, Q, way, shot, n, wT]
+        cross = cross.transpose(3, 4).flatten(-2)  # [E, Q, way, n, shot*wT]  V_t . (slots of the class)
+        g_ss = per_episode(lambda y: y @ y.transpose(-1, -2), sy.flatten(2, 3))  # [E, way, shot*wT, shot*wT]
+        quad = per_episode(torch.matmul, slot_att, g_ss.unsqueeze(1))  # [E, Q, way, n, shot*wT]  (B G_ss)_t
+        dist = v_sq.unsqueeze(2) + ((quad - 2 * cross) * slot_att).sum(-1)  # |V_t|^2 + |p_t|^2 - 2 V_t . p_t
+        return -dist.sum(-1) / n
 
 
 def _slot_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
