@@ -34,6 +34,7 @@ from harness.provenance import code_record, environment
 from harness.data.fingerprint import index_fingerprint
 from harness.results import RunFolder
 from harness.stats import accuracy_summary
+from harness.uncertainty import level_intervals
 
 #: backbones the harness trains itself (no published weights)
 SELF_TRAINED = ("tiny3d",)
@@ -301,7 +302,7 @@ def episode_set(index: VideoIndex, p: Protocol, n_episodes: int) -> EpisodeSet:
 
 
 #: the layout of summary.json (README: "summary.json"); 2 added code, data, origin and environment provenance
-SUMMARY_SCHEMA_VERSION = 2
+SUMMARY_SCHEMA_VERSION = 3
 
 
 def run_fingerprint(parts: dict) -> str:
@@ -408,6 +409,7 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
         "excluded_videos": index.excluded,
         "renamed_videos": index.renamed,
         **accuracy_summary(per_episode),
+        "intervals": level_intervals(records),
         "backbone": {"name": p.backbone.name, "weights_sha256": weights_sha, "feature_store": store.key, "precision": s.precision, "feature_shape": list(maps.shape[1:])},
         "code": code,
         "versions": versions(),

@@ -158,8 +158,8 @@ def query_layout(records: list[dict]) -> dict:
     """Who is who in every query outcome of the records, as integer arrays.
 
     Returns videos (names), video_class [V] (class position of each video), classes (names),
-    query_video [O] (the query of outcome o, O = episodes x queries per episode, episode-major), and
-    support_videos [O, shot] (the support videos of the query's own class)."""
+    query_video [O] (the query of outcome o, O = episodes x queries per episode, episode-major),
+    support_videos [O, shot] (the support videos of the query's own class) and episode_classes [E, way]."""
     if not records:
         raise HarnessError("no episode records were given", fix="pass the records of a finished run (episodes.jsonl)")
     way = len(records[0]["classes"])
@@ -178,7 +178,7 @@ def query_layout(records: list[dict]) -> dict:
             raise HarnessError(f"episode {episode}: video '{name}' appears under two classes in the records", fix="the records are corrupt; run the evaluation again")
         return v
 
-    query_video, support_videos = [], []
+    query_video, support_videos, episode_classes = [], [], []
     for r in records:
         if len(r["classes"]) != way or len(r["support"]) != way * shot:
             raise HarnessError(f"episode {r.get('episode')}: {len(r['classes'])}-way {len(r['support'])} support videos, unlike episode {records[0].get('episode')}", fix="records of one run share way and shot; do not mix runs")
@@ -186,12 +186,14 @@ def query_layout(records: list[dict]) -> dict:
         for name, label in zip(r["query"], r["query_labels"]):
             query_video.append(video(name, r["classes"][label], r["episode"]))
             support_videos.append(support[label * shot : (label + 1) * shot])
+        episode_classes.append([classes[name] for name in r["classes"]])
     return {
         "videos": list(videos),
         "classes": list(classes),
         "video_class": np.asarray(video_class, dtype=np.int64),
         "query_video": np.asarray(query_video, dtype=np.int64),
         "support_videos": np.asarray(support_videos, dtype=np.int64).reshape(len(query_video), shot),
+        "episode_classes": np.asarray(episode_classes, dtype=np.int64).reshape(len(records), way),
     }
 
 
@@ -238,25 +240,10 @@ def video_bootstrap_interval(records: list[dict], confidence: float = 0.95, n_re
         it is not reliable.
     Returns percent (`scale` = 100) for outcomes in [0, 1]."""
     layout = query_layout(records)
-    c = query_outcomes(records) if outcomes is None else np.asarray(outcomes, dtype=np.float64)
-    c = c.ravel()
-    if c.shape[0] != layout["query_video"].shape[0]:
-        raise HarnessError(f"{c.shape[0]} outcomes were given for {layout['query_video'].shape[0]} queries", fix="pass one value per query, episode-major")
+    c = _outcomes_for(layout, records, outcomes)
     theta = float(c.mean())
-    r = c - theta
-    n_videos, shot = len(layout["videos"]), layout["support_videos"].shape[1]
-    influence = np.bincount(layout["query_video"], weights=r, minlength=n_videos)  # [V]
-    influence += np.bincount(layout["support_videos"].ravel(), weights=np.repeat(r, shot), minlength=n_videos)
-    rng = np.random.default_rng(seed)
-    shift = np.zeros(n_resamples)
-    for cls in range(len(layout["classes"])):
-        members = influence[layout["video_class"] == cls]  # [n_class]
-        # drawing n_class videos with replacement: sum_v (m_v - 1) I_v = sum over the draws of I - sum_v I_v
-        rows = max(1, 4_000_000 // len(members))  # bounds memory for very large classes
-        for start in range(0, n_resamples, rows):
-            draws = rng.integers(0, len(members), size=(min(rows, n_resamples - start), len(members)))  # [B, n_class]
-            shift[start : start + len(draws)] += members[draws].sum(axis=1) - members.sum()
-    theta_star = theta + shift / len(c)
+    theta_star = theta + video_shifts(layout, c - theta, n_resamples, seed) / len(c)
+    n_videos = len(layout["videos"])
     tail = (1 - confidence) / 2
     lo, hi = np.quantile(theta_star, [tail, 1 - tail])
     return {
@@ -276,6 +263,33 @@ def video_bootstrap_interval(records: list[dict], confidence: float = 0.95, n_re
         f"re-weighted by the first-order change in how often its query video and its class's support videos occur; "
         f"the test classes are held fixed",
     }
+
+
+def _outcomes_for(layout: dict, records: list[dict], outcomes) -> np.ndarray:
+    """Per-query values [O] (episode-major): the records' correctness, or the `outcomes` given for them."""
+    c = (query_outcomes(records) if outcomes is None else np.asarray(outcomes, dtype=np.float64)).ravel()
+    if c.shape[0] != layout["query_video"].shape[0]:
+        raise HarnessError(f"{c.shape[0]} outcomes were given for {layout['query_video'].shape[0]} queries", fix="pass one value per query, episode-major")
+    return c
+
+
+def video_shifts(layout: dict, residuals: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """sum_o (W_o - 1) r_o for each of `n_resamples` within-class resamples of the test videos [B]
+    (steps 2-4 of `video_bootstrap_interval`; r_o = c_o - theta, one per query outcome)."""
+    r = residuals
+    n_videos, shot = len(layout["videos"]), layout["support_videos"].shape[1]
+    influence = np.bincount(layout["query_video"], weights=r, minlength=n_videos)  # [V]
+    influence += np.bincount(layout["support_videos"].ravel(), weights=np.repeat(r, shot), minlength=n_videos)
+    rng = np.random.default_rng(seed)
+    shift = np.zeros(n_resamples)
+    for cls in range(len(layout["classes"])):
+        members = influence[layout["video_class"] == cls]  # [n_class]
+        # drawing n_class videos with replacement: sum_v (m_v - 1) I_v = sum over the draws of I - sum_v I_v
+        rows = max(1, 4_000_000 // len(members))  # bounds memory for very large classes
+        for start in range(0, n_resamples, rows):
+            draws = rng.integers(0, len(members), size=(min(rows, n_resamples - start), len(members)))  # [B, n_class]
+            shift[start : start + len(draws)] += members[draws].sum(axis=1) - members.sum()
+    return shift
 
 
 def episode_accuracy(records: list[dict]) -> np.ndarray:

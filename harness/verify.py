@@ -8,7 +8,8 @@ A run is a pair in one folder: episodes.jsonl (one record per episode) and summa
        order, lists of the right lengths and types, labels and predictions in [0, way), `correct` 0/1 and equal
        to prediction == label, `accuracy` the mean of `correct`;
     3. the figures the summary states are the ones its records give (`figures`): n_episodes, accuracy, ci95 and
-       t_interval95 (harness.stats.accuracy_summary of the per-episode accuracies), and the episode set
+       t_interval95 (harness.stats.accuracy_summary of the per-episode accuracies), the three levels of
+       `intervals` (harness.uncertainty.level_intervals, seeded; summaries of schema 3 on) and the episode set
        (`records_episode_set_sha256`) when the summary names one.
 
 Anything else is a HarnessError naming the file, the line or episode, and the field. Result files are never
@@ -36,6 +37,7 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.locks import file_lock
 from harness.stats import accuracy_summary
+from harness.uncertainty import LEVELS, level_intervals
 
 SUMMARY, RECORDS, LOCK = "summary.json", "episodes.jsonl", ".lock"
 #: the fields of every record, and the type of each
@@ -224,10 +226,26 @@ def check_figures(summary: dict, records: list[dict], where: str) -> dict:
         ok = _same(stated, mine) if field != "t_interval95" else isinstance(stated, list) and len(stated) == 2 and all(map(_same, stated, mine))
         if not ok:
             raise HarnessError(f"summary.json says {field} {_show(stated)}, its records give {_show(mine)}", where=where, fix=_fix(summary))
+    if "intervals" in summary or (_number(summary.get("schema_version")) and summary["schema_version"] >= 3):
+        check_intervals(summary, records, where)
     stated = summary.get("episode_set_sha256")
     held = records_episode_set_sha256(records) if stated is not None else None
     if held != stated:
         raise HarnessError(f"summary.json says episode set {str(stated)[:12]}..., its records hold episode set {held[:12]}...", where=where, fix=_fix(summary))
+    return found
+
+
+def check_intervals(summary: dict, records: list[dict], where: str) -> dict:
+    """Raise unless summary["intervals"] holds, for every level, the interval its records give."""
+    stated, found = summary.get("intervals"), level_intervals(records)
+    if not isinstance(stated, dict):
+        raise HarnessError(f"summary.json says intervals {_show(stated)}, its records give the {', '.join(LEVELS)} intervals", where=where, fix=_fix(summary))
+    for level, mine in found.items():
+        given = stated.get(level)
+        for key in ("estimate", "low", "high"):
+            value = given.get(key) if isinstance(given, dict) else None
+            if not _same(value, mine[key]):
+                raise HarnessError(f"summary.json says intervals.{level}.{key} {_show(value)}, its records give {_show(mine[key])}", where=where, fix=_fix(summary))
     return found
 
 

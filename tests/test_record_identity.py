@@ -222,7 +222,7 @@ def test_summary_holds_every_documented_field_and_documents_every_field(protocol
     assert len(documented) > 25
     assert sorted(set(documented) - set(written)) == [], "documented but not written"
     assert sorted(set(written) - set(documented)) == [], "written but not documented"
-    assert written["schema_version"] == 2 and written["processes"] == 1 and written["resumed_episodes"] == 0
+    assert written["schema_version"] == 3 and written["processes"] == 1 and written["resumed_episodes"] == 0
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", written["created_utc"])
     assert {"harness_version", "head_sha256", "head_modules", "backbone_code_sha256", "git_commit", "git_dirty"} <= set(written["code"])
     assert written["code"]["head_modules"] == ["methods.base", "methods.protonet", "methods.registry"]
