@@ -75,7 +75,7 @@ def _check_results_writable(results: Path) -> None:
 def cmd_quickstart(args) -> int:
     from harness.quickstart import quickstart
 
-    quickstart(_settings(args), episodes=args.episodes)
+    quickstart(_settings(args), episodes=args.episodes, interval=args.interval)
     return 0
 
 
@@ -113,7 +113,7 @@ def cmd_run(args) -> int:
     summaries = [run_method(p, m, settings, n_episodes=args.episodes, checkpoint=checkpoint) for m in args.method]
     summaries = [x for x in summaries if x]  # under torchrun only rank 0 holds the merged results
     if summaries:
-        print_summaries(summaries)
+        print_summaries(summaries, interval=args.interval)
     return 0
 
 
@@ -167,6 +167,12 @@ def cmd_perf(args) -> int:
     return perf(args)
 
 
+def cmd_calibrate(args) -> int:
+    from harness.calibrate import cmd_calibrate as calibrate
+
+    return calibrate(args)
+
+
 def cmd_list(args) -> int:
     import methods
     from harness.backbones import list_backbones
@@ -211,6 +217,13 @@ def _check_device(name: str) -> str:
     return name
 
 
+def _check_interval(level: str) -> str:
+    if level not in ("episodes", "videos", "classes"):  # harness.uncertainty.LEVELS, without importing numpy here
+        raise HarnessError(f"unknown interval '{level}'", where="--interval",
+                           fix="use episodes (this pool of test videos: the papers' ±), videos (new videos of the same classes) or classes (new classes)")
+    return level
+
+
 @dataclass(frozen=True)
 class Common:
     """An option that may come before or after the command's name; a command that does not use it refuses it."""
@@ -247,6 +260,8 @@ COMMON = (
     Common("--episodes", "evaluate only the first N episodes of the protocol (default: all)", type=int, metavar="N", check=_check_episodes),
     Common("--quiet", "no progress bars", default=False, switch=True),
     Common("--precision", "backbone arithmetic when extracting features (bf16: mixed precision for GPUs, cached apart; on CPUs without bf16 units it is far slower)", default="fp32", choices=("fp32", "bf16")),
+    Common("--interval", "the 95%% interval shown first beside the mean: episodes (this pool of test videos; the papers' ±), videos (new videos of the "
+           "same classes; the default) or classes (new classes); the papers' ± is always shown too", default="videos", metavar="LEVEL", check=_check_interval),
     Common("--recompute", "ignore what is on disk for this run: embed the scored videos' features again and score every episode again (the dataset, pretrained backbone weights and trained checkpoints are kept)", default=False, switch=True),
 )
 _EVERY = tuple(o.flag for o in COMMON)
@@ -261,8 +276,9 @@ USES: dict[str, tuple[str, ...]] = {
     "import-checkpoint": (),
     "splits verify": (),
     "compare": ("--results",),
-    "leaderboard": ("--results",),
+    "leaderboard": ("--results", "--interval"),
     "perf": ("--home", "--device", "--workers", "--episodes"),
+    "calibrate": ("--home", "--device", "--workers", "--batch-episodes", "--episodes", "--quiet", "--precision", "--recompute"),
     "list": (),
 }
 
@@ -276,6 +292,9 @@ HELP = {
     ("perf", "--home"): "data home; perf keeps its synthetic videos in <home>/perf (default: $FSV_HOME or ./.fsv)",
     ("perf", "--workers"): "DataLoader worker processes of the end-to-end comparison (default: 0)",
     ("perf", "--episodes"): "episodes per comparison (default: 10000; --quick: 1000)",
+    ("calibrate", "--home"): "data home; calibrate keeps its pools and their runs in <home>/calibration (default: $FSV_HOME or ./.fsv)",
+    ("calibrate", "--episodes"): "episodes scored on each pool (default: the protocol's)",
+    ("calibrate", "--recompute"): "embed every pool's videos again and score every pool again (the pools' videos, backbone weights and trained checkpoints are kept)",
 }
 
 
@@ -315,7 +334,7 @@ def resolve_common(args: argparse.Namespace) -> argparse.Namespace:
 
 COMMON_EPILOG = (
     "The common options (--home, --results, --device, --workers, --batch-episodes, --episodes, --quiet, --precision, "
-    "--recompute) may come before or after the command: `bench.py --home X run ...` is `bench.py run --home X ...`. "
+    "--interval, --recompute) may come before or after the command: `bench.py --home X run ...` is `bench.py run --home X ...`. "
     "Given in both places, the two values must agree, or the command is refused. A command refuses a common option "
     "it does not use (`bench.py COMMAND --help` lists the ones it takes)."
 )
@@ -373,6 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("methods", nargs="+", metavar="METHOD", help="two or more methods with results on the protocol")
     cmp.add_argument("--protocol", required=True, help="the protocol's name (its folder under --results) or its file")
     cmp.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
+    cmp.add_argument("--level", choices=["episodes", "videos", "classes"], default="videos",
+                     help="the level the verdict, Holm's correction and the ranking rest on: episodes (this pool of test videos), "
+                     "videos (new videos of the same classes; the default) or classes (new classes)")
+    cmp.add_argument("--resamples", type=int, default=9999, help="bootstrap resamples of the videos and classes levels (default: 9999)")
+    cmp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default: 0)")
     cmp.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
     board = command("leaderboard", "methods x protocols from the results folder, every number with its provenance", cmd_leaderboard)
     board.add_argument("--format", choices=["rich", "md", "csv", "json"], default="rich")
@@ -382,6 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
     perf = command("perf", "speed benchmarks: harness vs per-episode pipeline, batched vs one-at-a-time heads, extraction workers", cmd_perf)
     perf.add_argument("--quick", action="store_true", help="smaller sizes: about a minute on 2 cores")
     perf.add_argument("--out", metavar="FILE.json", help="where to write the results (default: perf-full.json or perf-quick.json)")
+
+    cal = command("calibrate", "how often each level's 95% interval covers the accuracy of fresh pools of synthetic videos and classes", cmd_calibrate)
+    cal.add_argument("--protocol", required=True, action="append", help="a synthetic protocol, file or shipped name (repeat for several: they share the pools)")
+    cal.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a protocol field of every --protocol")
+    cal.add_argument("--method", required=True, action="append", help="a registered method (repeat for several); a trained head needs its checkpoint, as for `run`")
+    cal.add_argument("--pools", type=int, default=10, metavar="K", help="pools per level (default: 10; at least 2)")
+    cal.add_argument("--level", action="append", choices=["videos", "classes"], help="which pools: new videos of the test classes, or new classes (repeat; default: both)")
+    cal.add_argument("--videos-per-class", type=int, metavar="N", help="videos per class in each pool (default: as many as the protocol's split has)")
+    cal.add_argument("--out", metavar="FILE.json", help="also write the table, every pool run and the pools as JSON")
 
     command("list", "list methods, backbones and protocols", cmd_list)
     return parser

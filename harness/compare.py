@@ -6,11 +6,13 @@ Only verified runs are compared (harness.verify: records with the SHA-256 their 
 and giving the summary's figures); any other is refused with the file and field that fail. Methods are
 compared only when their runs share the episode set (its hash in the summaries, and the records
 line up episode by episode); otherwise the comparison is refused. For two methods: the mean paired
-difference of per-episode accuracy with its t-interval, a paired t-test, a Wilcoxon signed-rank test, an
-exact McNemar test on per-query correctness, a paired bootstrap interval over episodes and one over test
-videos. For more: every pair, Holm-corrected, and a ranking that says which differences are significant.
-The verdict rests on the paired t-test (Holm-adjusted with more than two methods); the others are shown
-beside it so a disagreement is visible.
+difference's interval and p-value at each level of harness.uncertainty (episodes: this pool of test videos,
+paired t-test; videos: new videos of the same classes, and classes: new classes, both by the bootstrap), plus
+a Wilcoxon signed-rank test and an exact McNemar test on per-query correctness (both at the episodes level).
+For more: every pair, Holm-corrected at every level, and a ranking that says which differences are
+significant. The verdict, Holm's correction and the ranking rest on ONE level, `--level` (videos by default:
+a verdict about a method should hold for new videos, not only for the pool it was measured on); the table
+shows what every level says, and the verdict names the levels that disagree with it.
 """
 from __future__ import annotations
 
@@ -22,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import stats
+from harness import stats, uncertainty
 from harness.errors import HarnessError
 from harness.files import atomic_write_json
+from harness.uncertainty import DEFAULT_RESAMPLES, LEVELS
 from harness.verify import load_verified
-
-DEFAULT_RESAMPLES = 9999
 
 
 # ------------------------------------------------------------------------------------------ loading runs
@@ -130,18 +131,20 @@ def _p(p: float) -> str:
 
 
 def compare_pair(a: Run, b: Run, alpha: float = 0.05, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
-    """Every paired statistic of A - B (percentage points) on their shared episodes."""
+    """Every paired statistic of A - B (percentage points) on their shared episodes: the difference's
+    interval and p-value at each level (harness.uncertainty), and the episode-level second opinions."""
     xa, xb = a.per_episode, b.per_episode
     d = xa - xb
     confidence = 1 - alpha
     outcome_diff = a.correct - b.correct  # [E, Q] in {-1, 0, 1}
+    layout = stats.query_layout(a.records)
     return {
         "a": a.method,
         "b": b.method,
         "mean_difference": float(d.mean()),
+        "levels": {level: uncertainty.level_test(a.records, outcome_diff, level, confidence, n_resamples, seed, layout=layout) for level in LEVELS},
         "t_interval": stats.student_t_interval(d, confidence),
         "bootstrap": stats.bootstrap_interval(d, confidence, n_resamples, seed),
-        "video_bootstrap": stats.video_bootstrap_interval(a.records, confidence, n_resamples, seed, outcomes=outcome_diff),
         "paired_t": stats.paired_t_test(xa, xb),
         "wilcoxon": stats.wilcoxon_test(xa, xb),
         "mcnemar": stats.mcnemar_exact(a.correct, b.correct),
@@ -151,38 +154,50 @@ def compare_pair(a: Run, b: Run, alpha: float = 0.05, n_resamples: int = DEFAULT
     }
 
 
-def _second_opinions(pair: dict, alpha: float, significant: bool) -> str:
-    """The tests that disagree with the verdict, as the end of its sentence ("" when none does)."""
-    names = {"wilcoxon": "the Wilcoxon signed-rank test", "mcnemar": "the exact McNemar test"}
+def _level_p(pair: dict, level: str) -> float:
+    """The p-value a level's verdict uses: Holm-adjusted when the comparison has several pairs."""
+    test = pair["levels"][level]
+    return test["p"] if test.get("p_holm") is None else test["p_holm"]
+
+
+def _second_opinions(pair: dict, alpha: float, significant: bool, level: str) -> str:
+    """What disagrees with the verdict, as the end of its sentence ("" when nothing does): the other levels,
+    and at the episodes level the Wilcoxon and exact McNemar tests (which share the episodes' unit)."""
     against = []
-    for key, name in names.items():
-        adjusted = pair[key].get("p_holm")
-        p = pair[key]["p"] if adjusted is None else adjusted
-        if (p < alpha) != significant:
-            against.append(f"{name} ({'Holm-adjusted ' if adjusted is not None else ''}{_p(p)})")
+    for other in LEVELS:
+        if other != level and (_level_p(pair, other) < alpha) != significant:
+            adjusted = pair["levels"][other].get("p_holm") is not None
+            against.append(f"the {other} level, {uncertainty.CLAIMS[other]} ({'Holm-adjusted ' if adjusted else ''}{_p(_level_p(pair, other))})")
+    if level == "episodes":
+        for key, name in {"wilcoxon": "the Wilcoxon signed-rank test", "mcnemar": "the exact McNemar test"}.items():
+            adjusted = pair[key].get("p_holm")
+            p = pair[key]["p"] if adjusted is None else adjusted
+            if (p < alpha) != significant:
+                against.append(f"{name} ({'Holm-adjusted ' if adjusted is not None else ''}{_p(p)})")
     if not against:
         return ""
     plural = len(against) > 1
     if significant:
-        return ", though " + " and ".join(against) + (" do not confirm it" if plural else " does not confirm it")
-    return ", though " + " and ".join(against) + (" find one" if plural else " finds one")
+        return "; " + " and ".join(against) + (" do not confirm it" if plural else " does not confirm it")
+    return "; " + " and ".join(against) + (" find one" if plural else " finds one")
 
 
-def verdict(pair: dict, alpha: float, p: float | None = None, holm_adjusted: bool = False) -> str:
-    """One plain sentence on the pair at `alpha`, from the paired t-test (or its Holm-adjusted p); the
-    Wilcoxon and McNemar tests are named at its end when they disagree."""
+def verdict(pair: dict, alpha: float, level: str = "videos") -> str:
+    """One plain sentence on the pair at `alpha`, at `level`: its interval and (Holm-adjusted) p-value; the
+    levels (and, at the episodes level, the tests) that disagree are named at its end."""
     a, b, diff = pair["a"], pair["b"], pair["mean_difference"]
-    ci = pair["t_interval"]
-    level = f"{100 * (1 - alpha):g}%"
-    raw = pair["paired_t"]["p"]
-    p = raw if p is None else p
-    test = f"paired t-test {_p(raw)}" + (f", Holm-adjusted {_p(p)}" if holm_adjusted else "")
+    test = pair["levels"][level]
+    ci, conf = test, f"{100 * (1 - alpha):g}%"
+    p = _level_p(pair, level)
+    how = f"{test['test']} {_p(test['p'])}" + (f", Holm-adjusted {_p(p)}" if test.get("p_holm") is not None else "")
+    claim = uncertainty.CLAIMS[level]
     if p < alpha and diff != 0:
         better, worse = (a, b) if diff > 0 else (b, a)
         lo, hi = (ci["low"], ci["high"]) if diff > 0 else (-ci["high"], -ci["low"])
-        return f"{better} is better than {worse} by {abs(diff):.1f} points ({level} CI {lo:.1f} to {hi:.1f}; {test}){_second_opinions(pair, alpha, True)}."
-    interval = f"{level} CI {ci['low']:.1f} to {ci['high']:.1f}"
-    return f"No significant difference between {a} and {b} at alpha {alpha:g} ({a} - {b} = {diff:+.1f} points, {interval}; {test}){_second_opinions(pair, alpha, False)}."
+        return (f"{better} is better than {worse} by {abs(diff):.1f} points at the {level} level, {claim} "
+                f"({conf} CI {lo:.1f} to {hi:.1f}; {how}){_second_opinions(pair, alpha, True, level)}.")
+    return (f"No significant difference between {a} and {b} at alpha {alpha:g} at the {level} level, {claim} "
+            f"({a} - {b} = {diff:+.1f} points, {conf} CI {ci['low']:.1f} to {ci['high']:.1f}; {how}){_second_opinions(pair, alpha, False, level)}.")
 
 
 def _ranking(methods: list[str], accuracy: dict[str, float], significant: dict[tuple[str, str], int]) -> list[dict]:
@@ -208,26 +223,25 @@ def _ranking(methods: list[str], accuracy: dict[str, float], significant: dict[t
     return rows
 
 
-def compare_runs(runs: list[Run], alpha: float = 0.05, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
-    """The comparison of already loaded runs (they must share the episode set) as plain data."""
+def compare_runs(runs: list[Run], alpha: float = 0.05, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: str = "videos") -> dict:
+    """The comparison of already loaded runs (they must share the episode set) as plain data; the verdicts,
+    Holm's correction and the ranking rest on `level` (harness.uncertainty.LEVELS)."""
     if len(runs) < 2:
         raise HarnessError("a comparison needs at least two methods", fix="name two or more methods: python bench.py compare A B --protocol P")
     if not 0 < alpha < 1:
         raise HarnessError(f"alpha must be between 0 and 1, got {alpha}", fix="use e.g. --alpha 0.05")
+    if n_resamples < 100:
+        raise HarnessError(f"--resamples must be at least 100, got {n_resamples}", fix="use e.g. --resamples 9999 (the default)")
+    uncertainty.check_level(level)
     check_same_episodes(runs)
     first = runs[0]
     method_rows = []
     for r in runs:
-        x = r.per_episode
         method_rows.append(
             {
                 "method": r.method,
-                "accuracy": float(x.mean()),
-                "intervals": {
-                    "normal": stats.normal_interval(x, 1 - alpha),
-                    "t": stats.student_t_interval(x, 1 - alpha),
-                    "video_bootstrap": stats.video_bootstrap_interval(r.records, 1 - alpha, n_resamples, seed),
-                },
+                "accuracy": float(r.per_episode.mean()),
+                "intervals": uncertainty.level_intervals(r.records, 1 - alpha, n_resamples, seed),
                 "records_sha256": r.summary.get("records_sha256"),
                 "checkpoint_sha256": r.summary.get("checkpoint_sha256"),
                 "method_config": r.summary.get("method_config"),
@@ -237,15 +251,19 @@ def compare_runs(runs: list[Run], alpha: float = 0.05, n_resamples: int = DEFAUL
         )
     pairs = [compare_pair(a, b, alpha, n_resamples, seed) for a, b in itertools.combinations(runs, 2)]
     multiple = len(pairs) > 1
-    adjusted = stats.holm([p["paired_t"]["p"] for p in pairs]) if multiple else [pairs[0]["paired_t"]["p"]]
-    for key in ("wilcoxon", "mcnemar"):  # so that the second opinions are judged on the same footing
+    for lvl in LEVELS:  # every level Holm-corrected, so the table's other levels are judged on the same footing
+        for pair, p in zip(pairs, stats.holm([p["levels"][lvl]["p"] for p in pairs])):
+            pair["levels"][lvl]["p_holm"] = float(p) if multiple else None
+    for key in ("wilcoxon", "mcnemar"):
         for pair, p in zip(pairs, stats.holm([p[key]["p"] for p in pairs])):
             pair[key]["p_holm"] = float(p) if multiple else None
     significant: dict[tuple[str, str], int] = {}
-    for pair, p in zip(pairs, adjusted):
-        pair["p_holm"] = float(p) if multiple else None
-        pair["significant"] = bool(p < alpha and pair["mean_difference"] != 0)
-        pair["verdict"] = verdict(pair, alpha, float(p), holm_adjusted=multiple)
+    for pair in pairs:
+        pair["p_holm"] = pair["levels"][level]["p_holm"]
+        for lvl in LEVELS:
+            pair["levels"][lvl]["significant"] = bool(_level_p(pair, lvl) < alpha and pair["mean_difference"] != 0)
+        pair["significant"] = pair["levels"][level]["significant"]
+        pair["verdict"] = verdict(pair, alpha, level)
         if pair["significant"]:
             winner, loser = (pair["a"], pair["b"]) if pair["mean_difference"] > 0 else (pair["b"], pair["a"])
             significant[(winner, loser)] = 1
@@ -259,7 +277,9 @@ def compare_runs(runs: list[Run], alpha: float = 0.05, n_resamples: int = DEFAUL
         "alpha": alpha,
         "n_resamples": n_resamples,
         "seed": seed,
-        "primary_test": "paired t-test on per-episode accuracy" + (", Holm-corrected over all pairs" if multiple else ""),
+        "level": level,
+        "level_claim": uncertainty.CLAIMS[level],
+        "primary_test": pairs[0]["levels"][level]["test"] + (", Holm-corrected over all pairs" if multiple else ""),
         "methods": method_rows,
         "pairs": pairs,
         "ranking": _ranking([r.method for r in runs], accuracy, significant),
@@ -268,9 +288,11 @@ def compare_runs(runs: list[Run], alpha: float = 0.05, n_resamples: int = DEFAUL
     return _finite(result)
 
 
-def compare(methods: list[str], protocol: str, results: Path | str = "results", alpha: float = 0.05, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
+def compare(methods: list[str], protocol: str, results: Path | str = "results", alpha: float = 0.05, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+            level: str = "videos") -> dict:
     """Load the runs of `methods` on `protocol` (a name, or a protocol file) from `results` and compare them."""
-    return compare_runs(load_runs(Path(results), protocol, list(methods)), alpha, n_resamples, seed)
+    uncertainty.check_level(level)
+    return compare_runs(load_runs(Path(results), protocol, list(methods)), alpha, n_resamples, seed, level)
 
 
 def _finite(x):
@@ -297,45 +319,72 @@ def _fmt_interval(i: dict) -> str:
     return f"{i['low']:.2f} to {i['high']:.2f}"
 
 
-def render(result: dict):
-    """Rich renderables of a comparison: methods, pairwise differences, ranking (more than two), verdicts."""
-    from rich.console import Group
+def _fmt_ci(i: dict) -> str:
+    return f"{i['low']:+.2f} to {i['high']:+.2f}"
+
+
+def _table(**kwargs):
+    """A rich table whose cells fold instead of being cut: a number is never shown as '+24…'."""
     from rich.table import Table
+
+    return Table(**kwargs)
+
+
+def _column(table, name: str, left: bool = False) -> None:
+    table.add_column(name, justify="left" if left else "right", overflow="fold")
+
+
+def render(result: dict):
+    """Rich renderables of a comparison: methods at each level, pairwise differences at each level, ranking
+    (more than two), verdicts."""
+    from rich.console import Group
     from rich.text import Text
 
-    level = f"{100 * (1 - result['alpha']):g}%"
-    methods = Table(
+    conf = f"{100 * (1 - result['alpha']):g}%"
+    level = result["level"]
+    claims = "; ".join(f"{lvl}: {uncertainty.CLAIMS[lvl]}" for lvl in LEVELS)
+    methods = _table(
         title=f"{result['protocol']}: {result['n_episodes']} shared episodes ({result['episode_set_sha256'][:12]}...)",
-        caption=f"accuracy in %; ± is the papers' interval (z x population std / sqrt(n)); the video-pool interval resamples test videos, not episodes",
+        caption=f"accuracy in %; {conf} intervals for {claims}. The episodes ± is the papers' (z x population std / sqrt(n))",
     )
-    for col in ("method", "accuracy", "±", f"{level} t-interval", f"{level} video-pool interval"):
-        methods.add_column(col, justify="left" if col == "method" else "right")
+    _column(methods, "method", left=True)
+    _column(methods, "accuracy")
+    _column(methods, "± episodes")
+    for lvl in ("videos", "classes"):
+        _column(methods, f"{conf} {lvl}")
     for m in result["methods"]:
         i = m["intervals"]
-        methods.add_row(m["method"], f"{m['accuracy']:.2f}", f"{i['normal']['half_width']:.2f}", _fmt_interval(i["t"]), _fmt_interval(i["video_bootstrap"]))
+        methods.add_row(m["method"], f"{m['accuracy']:.2f}", f"{i['episodes']['half_width']:.2f}", _fmt_interval(i["videos"]), _fmt_interval(i["classes"]))
 
     multiple = len(result["pairs"]) > 1
-    pairs = Table(
-        title="paired differences A - B (percentage points)",
-        caption=f"CIs at {level} (not adjusted for multiplicity); t: paired t-test; W: Wilcoxon signed-rank; McNemar: exact, on per-query "
-        f"correctness (queries only A / only B got right)" + ("; significance from Holm-adjusted paired t-test p" if multiple else ""),
+    holm = "Holm-adjusted " if multiple else ""
+    pairs = _table(
+        title=f"paired differences A - B (percentage points); verdicts at the {level} level",
+        caption=f"{conf} CI and {holm}p per level (episodes: paired t-test; videos, classes: bootstrap); W: Wilcoxon signed-rank {holm}p and "
+        f"McNemar: exact, on per-query correctness (queries only A / only B got right, {holm}p), both at the episodes level",
     )
-    cols = ["A", "B", "A - B", "t CI", "bootstrap CI", "video-pool CI", "p (t)"] + (["p Holm"] if multiple else []) + ["p (W)", "McNemar", "significant"]
-    for col in cols:
-        pairs.add_column(col, justify="left" if col in ("A", "B") else "right")
+    for col in ("A", "B"):
+        _column(pairs, col, left=True)
+    _column(pairs, "A - B")
+    for lvl in LEVELS:
+        _column(pairs, f"{lvl} CI")
+        _column(pairs, f"{lvl} p")
+    for col in ("W p", "McNemar", f"significant ({level})"):
+        _column(pairs, col)
     for p in result["pairs"]:
         mc = p["mcnemar"]
-        row = [p["a"], p["b"], f"{p['mean_difference']:+.2f}", _fmt_interval(p["t_interval"]), _fmt_interval(p["bootstrap"]), _fmt_interval(p["video_bootstrap"]),
-               _fmt_p(p["paired_t"]["p"])]
-        if multiple:
-            row.append(_fmt_p(p["p_holm"]))
-        row += [_fmt_p(p["wilcoxon"]["p"]), f"{mc['only_a_correct']}/{mc['only_b_correct']} {_fmt_p(mc['p'])}", "yes" if p["significant"] else "no"]
+        row = [p["a"], p["b"], f"{p['mean_difference']:+.2f}"]
+        for lvl in LEVELS:
+            row += [_fmt_ci(p["levels"][lvl]), _fmt_p(_level_p(p, lvl))]
+        w = p["wilcoxon"]["p"] if p["wilcoxon"].get("p_holm") is None else p["wilcoxon"]["p_holm"]
+        m = mc["p"] if mc.get("p_holm") is None else mc["p_holm"]
+        row += [_fmt_p(w), f"{mc['only_a_correct']}/{mc['only_b_correct']} {_fmt_p(m)}", "yes" if p["significant"] else "no"]
         pairs.add_row(*row)
     parts = [methods, pairs]
     if multiple:
-        ranking = Table(title=f"ranking (significant at alpha {result['alpha']:g} after Holm)")
+        ranking = _table(title=f"ranking (significant at alpha {result['alpha']:g} after Holm, {level} level)")
         for col in ("rank", "method", "accuracy", "possible ranks", "significantly better than", "not distinguished from"):
-            ranking.add_column(col, justify="right" if col in ("rank", "accuracy") else "left")
+            _column(ranking, col, left=col not in ("rank", "accuracy"))
         for r in result["ranking"]:
             lo, hi = r["possible_ranks"]
             ranking.add_row(str(r["rank"]), r["method"], f"{r['accuracy']:.2f}", str(lo) if lo == hi else f"{lo}-{hi}",
@@ -345,13 +394,20 @@ def render(result: dict):
     return Group(*parts)
 
 
-def cmd_compare(args) -> int:
-    """`bench.py compare A B [C ...] --protocol P [--results DIR] [--alpha 0.05] [--json FILE]`."""
+def console():
+    """A console that fits the terminal, and prints whole lines (150 columns at least) when not a terminal."""
+    import sys
+
     from rich.console import Console
 
-    result = compare(args.methods, args.protocol, args.results, alpha=args.alpha,
-                     n_resamples=getattr(args, "resamples", DEFAULT_RESAMPLES), seed=getattr(args, "seed", 0) or 0)
-    Console().print(render(result))
+    return Console() if sys.stdout.isatty() else Console(width=max(150, Console().width), soft_wrap=False)
+
+
+def cmd_compare(args) -> int:
+    """`bench.py compare A B [C ...] --protocol P [--results DIR] [--alpha 0.05] [--level videos] [--json FILE]`."""
+    result = compare(args.methods, args.protocol, args.results, alpha=args.alpha, n_resamples=getattr(args, "resamples", DEFAULT_RESAMPLES),
+                     seed=getattr(args, "seed", 0), level=getattr(args, "level", "videos"))
+    console().print(render(result))
     if args.json:
         atomic_write_json(Path(args.json), result)
         print(f"comparison written to {args.json}")

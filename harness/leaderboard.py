@@ -8,10 +8,14 @@ recomputed from the records. A run that fails verification gets no cell, no rank
 picture: it is listed below the table (and as an `unverified` row in csv and json) with its folder and the
 reason, so that it is never mistaken for a measurement.
 
-Measured cells show accuracy +- the papers' interval, the best per protocol (by mean; `compare` says whether
-a difference is significant) and a reference to a footer line (rich, md) or sidecar columns (csv, json)
-with the protocol hash, episode-set hash, backbone and weights hash, checkpoint hash, records hash and code
-version.
+Measured cells show the accuracy with two labelled 95% intervals (harness.report.interval_cell): the papers'
+± (`episodes`: this pool of test videos) and `videos` (new videos of the same classes), or `classes` (new
+classes) when `--interval classes` asks for it; `--interval` picks the one shown first, and the footer says
+in words what each covers. csv and json carry the low and high of all three levels. Cells also show the best
+per protocol (by mean; `compare` says whether a difference is significant) and a reference to a footer line
+(rich, md) or sidecar columns (csv, json) with the protocol hash, episode-set hash, backbone and weights
+hash, checkpoint hash, records hash and code version. Summaries older than schema 3 have no `intervals`:
+theirs are computed from the verified records.
 
 A run of a shipped protocol changed at run time (`--set`, or an edited copy under the shipped name: its
 summary's `protocol_origin` says modified) is shown in a column of its own, `NAME*`, never beside the runs
@@ -35,13 +39,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 from harness.errors import HarnessError
 from harness.files import atomic_write_bytes, atomic_write_text
 from harness.protocol import leaf_fields
+from harness.report import DEFAULT_INTERVAL, SAYS, interval_cell, interval_legend, needed_width, second_level, wide_console
 from harness.reported import reported_for
+from harness.uncertainty import LEVELS, check_level, intervals_of
 from harness.verify import figures, load_verified
 
 FORMATS = ("rich", "md", "csv", "json")
@@ -70,7 +77,7 @@ def collect(results: Path) -> tuple[list[tuple[Path, dict, dict]], list[tuple[Pa
         except HarnessError as e:
             unverified.append((path.parent, e.what))
             continue
-        verified.append((path.parent, summary, figures(records)))
+        verified.append((path.parent, summary, {**figures(records), "intervals": intervals_of(summary, records)}))
     return verified, unverified
 
 
@@ -160,9 +167,11 @@ def differences(cells: list[dict]) -> list[dict]:
     return found
 
 
-def build(results: Path | str = "results") -> dict:
-    """The leaderboard as plain data: columns (a protocol, or `NAME*` for its modified runs), measured cells,
-    reported cells, unverified runs."""
+def build(results: Path | str = "results", interval: str = DEFAULT_INTERVAL) -> dict:
+    """The leaderboard as plain data: columns (a protocol, or `NAME*` for its modified runs), measured cells
+    (each with `intervals` at every level), reported cells, unverified runs; `interval` is the level shown
+    first (the papers' ± is always shown too)."""
+    check_level(interval, "--interval")
     verified, unverified = collect(Path(results))
     measured = [_measured_cell(folder, s, fig) for folder, s, fig in verified]
     names = sorted({m["column"] for m in measured}, key=lambda c: (c.removesuffix("*"), c))  # NAME, then NAME*
@@ -194,7 +203,8 @@ def build(results: Path | str = "results") -> dict:
     for m in measured:
         m.pop("protocol_content")
     failed = [{"kind": "unverified", "protocol": folder.parent.name, "method": folder.name, "folder": str(folder), "reason": why} for folder, why in unverified]
-    return {"results": str(Path(results)), "protocols": protocols, "measured": measured, "reported": reported, "unverified": failed}
+    return {"results": str(Path(results)), "interval": interval, "interval_legend": interval_legend(interval),
+            "protocols": protocols, "measured": measured, "reported": reported, "unverified": failed}
 
 
 # -------------------------------------------------------------------------------------------- rendering
@@ -204,8 +214,12 @@ def _methods(rows: list[dict]) -> list[str]:
     return sorted({r["method"] for r in rows})
 
 
-def _cell(m: dict) -> str:
-    text = f"{m['accuracy']:.2f} ± {m['ci95']:.2f}"
+def _headline(board: dict) -> str:
+    return board.get("interval", DEFAULT_INTERVAL)
+
+
+def _cell(m: dict, headline: str = DEFAULT_INTERVAL) -> str:
+    text = interval_cell(m["accuracy"], m["ci95"], m["intervals"], headline)
     if m["best"]:
         text += " *"
     text += f" [{m['ref']}]"
@@ -229,7 +243,7 @@ def measured_table(board: dict) -> tuple[list[str], list[list[str]]]:
     cells = {(m["method"], m["column"]): m for m in board["measured"]}
     rows = []
     for method in _methods(board["measured"]):
-        rows.append([method] + [_cell(cells[(method, c["name"])]) if (method, c["name"]) in cells else "-" for c in board["protocols"]])
+        rows.append([method] + [_cell(cells[(method, c["name"])], _headline(board)) if (method, c["name"]) in cells else "-" for c in board["protocols"]])
     return columns, rows
 
 
@@ -292,11 +306,13 @@ def _column_notes(col: dict, board: dict) -> list[str]:
     return lines
 
 
-def footer(board: dict) -> list[str]:
-    """One line per measured cell (what produced it), then the notes and flags that apply."""
-    lines = [
+def footer(board: dict, legend: bool = True) -> list[str]:
+    """What the intervals cover (unless `legend` is False: a table caption says it), one line per measured
+    cell (what produced it), then the notes and flags that apply."""
+    lines = [interval_legend(_headline(board))] if legend else []
+    lines += [
         "* best mean accuracy among comparable cells of a column (use `bench.py compare` for significance); "
-        "± is the papers' interval, 1.96 x population std / sqrt(n) over n episodes; every number is recomputed from its verified records",
+        "every number is recomputed from its verified records",
     ]
     for m in board["measured"]:
         lines.append(
@@ -326,9 +342,9 @@ def to_rich(board: dict):
 
     parts = []
     columns, rows = measured_table(board)
-    table = Table(title=f"measured here: accuracy (%) from {board['results']}")
+    table = Table(title=f"measured here: accuracy (%) with 95% intervals from {board['results']}", caption=interval_legend(_headline(board)), caption_justify="left")
     for i, c in enumerate(columns):
-        table.add_column(c, justify="left" if i == 0 else "right")
+        table.add_column(c, justify="left" if i == 0 else "right", overflow="fold")  # wrapped, never cut
     for row in rows:
         table.add_row(*row)
     parts.append(table)
@@ -336,11 +352,11 @@ def to_rich(board: dict):
         columns, rows = reported_table(board)
         rep = Table(title="reported in papers (NOT measured here; other episodes, backbones and evaluation)")
         for i, c in enumerate(columns):
-            rep.add_column(c, justify="right" if 0 < i < len(columns) - 1 else "left")
+            rep.add_column(c, justify="right" if 0 < i < len(columns) - 1 else "left", overflow="fold")
         for row in rows:
             rep.add_row(*row)
         parts.append(rep)
-    parts.append(Text("\n".join(footer(board))))
+    parts.append(Text("\n".join(footer(board, legend=False))))
     return Group(*parts)
 
 
@@ -353,7 +369,7 @@ def _md_table(columns: list[str], rows: list[list[str]], text_columns: tuple[int
 
 
 def to_markdown(board: dict) -> str:
-    out = [f"## Measured here: accuracy (%) from `{board['results']}`", ""]
+    out = [f"## Measured here: accuracy (%) with 95% intervals from `{board['results']}`", ""]
     out += _md_table(*measured_table(board))
     if board["reported"]:
         out += ["", "## Reported in papers (not measured here; other episodes, backbones and evaluation)", ""]
@@ -363,8 +379,11 @@ def to_markdown(board: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+#: the low and high of each level's 95% interval, in csv columns
+INTERVAL_FIELDS = tuple(f"{level}_{end}" for level in LEVELS for end in ("low", "high"))
+
 CSV_FIELDS = (
-    "kind", "method", "protocol", "accuracy", "ci95", "t_low", "t_high", "n_episodes", "best", "episode_set", "mixed_episode_sets",
+    "kind", "method", "protocol", "accuracy", "ci95", "t_low", "t_high", *INTERVAL_FIELDS, "headline_interval", "n_episodes", "best", "episode_set", "mixed_episode_sets",
     "protocol_sha256", "episode_set_sha256", "backbone", "backbone_weights_sha256", "checkpoint_sha256", "records_sha256",
     "records_verified", "harness_version", "torch_version", "dataset", "split", "way", "shot", "source", "note",
     "column", "origin", "modified_fields", "data_sha256", "backbone_code_sha256", "folder",
@@ -373,13 +392,15 @@ CSV_FIELDS = (
 
 def to_csv(board: dict) -> str:
     """One row per cell; `kind` says measured, reported or unverified (no figures; `note` says why), and every
-    measured row carries its provenance (`modified_fields` as JSON: {field: {"shipped", "run"}})."""
+    measured row carries its provenance (`modified_fields` as JSON: {field: {"shipped", "run"}}) and the 95%
+    interval of every level (`episodes_low` ... `classes_high`; `headline_interval` the one tables show first)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for m in board["measured"]:
         t = m["t_interval95"]
-        writer.writerow({**m, "t_low": t[0], "t_high": t[1], "modified_fields": json.dumps(m["modified_fields"], sort_keys=True) if m["modified_fields"] else ""})
+        levels = {f"{level}_{end}": m["intervals"][level][end] for level in LEVELS for end in ("low", "high")}
+        writer.writerow({**m, **levels, "headline_interval": _headline(board), "t_low": t[0], "t_high": t[1], "modified_fields": json.dumps(m["modified_fields"], sort_keys=True) if m["modified_fields"] else ""})
     for r in board["reported"]:
         writer.writerow(r)
     for u in board["unverified"]:
@@ -395,7 +416,9 @@ def to_json(board: dict) -> str:
 
 
 def _plot_rows(board: dict) -> list[tuple[str, list[dict]]]:
-    """(protocol, rows) with rows {label, accuracy, low, high, reported}: measured first, then reported."""
+    """(protocol, rows): measured rows {label, accuracy, episodes: (low, high), second: (low, high),
+    reported: False} first, then reported rows {label, accuracy, reported: True} (no interval)."""
+    second = second_level(_headline(board))
     panels = []
     for col in board["protocols"]:
         rows = []
@@ -403,50 +426,102 @@ def _plot_rows(board: dict) -> list[tuple[str, list[dict]]]:
             if m["column"] == col["name"]:
                 half = m["ci95"] or 0.0
                 label = m["method"] + (f" (set {m['episode_set']})" if m["mixed_episode_sets"] else "")
-                rows.append({"label": label, "accuracy": m["accuracy"], "low": m["accuracy"] - half, "high": m["accuracy"] + half, "reported": False})
+                other = m["intervals"][second]
+                rows.append({"label": label, "accuracy": m["accuracy"], "episodes": (m["accuracy"] - half, m["accuracy"] + half),
+                             "second": (other["low"], other["high"]), "reported": False})
         for r in board["reported"]:
             if r["protocol"] == col["name"]:
-                rows.append({"label": f"{r['method']} (reported)", "accuracy": r["accuracy"], "low": None, "high": None, "reported": True})
+                rows.append({"label": f"{r['method']} (reported)", "accuracy": r["accuracy"], "reported": True})
         panels.append((f"{_header(col)}, {_n(board, col['name'])}", rows))
     return panels
 
 
+def _axis(rows: list[dict]) -> tuple[float, float, float]:
+    """(low, high, tick step) of a panel's accuracy axis: every mean and interval of the panel with a margin,
+    on round ticks within [0, 100], so that intervals of a few tenths of a point are drawn wide enough to see."""
+    values = [v for r in rows for v in ((r["accuracy"],) if r["reported"] else (*r["episodes"], *r["second"], r["accuracy"]))]
+    if not values:
+        return 0.0, 100.0, 10.0
+    lo, hi = min(values), max(values)
+    pad = max(0.5, 0.08 * (hi - lo))
+    lo, hi = max(0.0, lo - pad), min(100.0, hi + pad)
+    step = next(s for s in (0.2, 0.5, 1, 2, 5, 10, 20, 25) if (hi - lo) / s <= 8)
+    return max(0.0, math.floor(lo / step) * step), min(100.0, math.ceil(hi / step) * step), float(step)
+
+
+def _legend(board: dict) -> list[str]:
+    """What the picture's marks mean, in words: one line each."""
+    headline, second = _headline(board), second_level(_headline(board))
+    return [f"accuracy (%), 95% intervals; axes zoomed to each panel's numbers; shown first in tables: {headline} (--interval)",
+            f"{second}: {SAYS[second]}",
+            f"± episodes: {SAYS['episodes']}",
+            "mean", "reported in a paper, not measured here (no interval)"]
+
+
+#: the picture's marks: the second level's thick light bar, the papers' thin dark bar with end caps, a small dot
+SECOND_BAR = {"colour": "#9ecae1", "width": 10}
+EPISODES_BAR = {"colour": "#08306b", "width": 2, "cap": 10}
+DOT_R = 2.5
+
+
 def svg(board: dict) -> str:
-    """The picture as SVG text, drawn by hand: a panel per protocol, a dot and its interval per method;
-    reported numbers as hollow diamonds without an interval."""
-    left, right, width, row_h, head_h, top = 200, 30, 760, 22, 30, 40
+    """The picture as SVG text, drawn by hand: a panel per protocol (its own axis), per method a thick light bar
+    for the `videos` interval (or `classes`, with --interval classes), a thin dark bar with end caps for the
+    papers' ± and a small dot for the mean; reported numbers as hollow diamonds without an interval; a legend."""
+    left, right, width, row_h, head_h, tick_h, top = 200, 50, 760, 22, 28, 26, 110
     plot_w = width - left - right
     panels = _plot_rows(board)
-    height = top + sum(head_h + row_h * max(1, len(rows)) for _, rows in panels) + 50
-
-    def x(v: float) -> float:
-        return left + plot_w * min(max(v, 0.0), 100.0) / 100.0
-
+    height = top + sum(head_h + row_h * max(1, len(rows)) + tick_h for _, rows in panels) + 30
+    dark, light = EPISODES_BAR["colour"], SECOND_BAR["colour"]
+    legend, second = _legend(board), second_level(_headline(board))
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
            f'<rect width="{width}" height="{height}" fill="white"/>',
-           '<text x="8" y="22" font-size="13">accuracy (%): dot = mean, bar = ± 1.96 x std / sqrt(n); ◇ = reported in a paper, not measured here</text>']
+           f'<text x="8" y="20" font-size="13">{escape(legend[0])}</text>',
+           f'<line class="legend {second}" x1="14" y1="40" x2="54" y2="40" stroke="{light}" stroke-width="{SECOND_BAR["width"]}"/>',
+           f'<text x="64" y="44">{escape(legend[1])}</text>',
+           f'<line class="legend episodes" x1="14" y1="60" x2="54" y2="60" stroke="{dark}" stroke-width="{EPISODES_BAR["width"]}"/>',
+           f'<line x1="14" y1="55" x2="14" y2="65" stroke="{dark}" stroke-width="1.5"/><line x1="54" y1="55" x2="54" y2="65" stroke="{dark}" stroke-width="1.5"/>',
+           f'<text x="64" y="64">{escape(legend[2])}</text>',
+           f'<circle class="legend mean" cx="34" cy="80" r="{DOT_R}" fill="white" stroke="{dark}" stroke-width="1.5"/>',
+           f'<text x="64" y="84">{escape(legend[3])}</text>',
+           '<polygon class="legend reported" points="234,75 239,80 234,85 229,80" fill="white" stroke="#888"/>',
+           f'<text x="248" y="84">{escape(legend[4])}</text>']
     y = top
     for title, rows in panels:
+        lo, hi, step = _axis(rows)
+
+        def x(v: float, lo=lo, hi=hi) -> float:
+            return left + plot_w * (min(max(v, lo), hi) - lo) / (hi - lo)
+
+        ticks = [lo + k * step for k in range(int(round((hi - lo) / step)) + 1)]
         out.append(f'<text x="8" y="{y + 18}" font-weight="bold">{escape(title)}</text>')
         y += head_h
         body = row_h * max(1, len(rows))
-        for tick in range(0, 101, 10):
+        for tick in ticks:
             out.append(f'<line x1="{x(tick):.1f}" y1="{y}" x2="{x(tick):.1f}" y2="{y + body}" stroke="#ddd"/>')
         for i, r in enumerate(rows):
             cy = y + row_h * i + row_h / 2
-            colour = "#888" if r["reported"] else "#1f5fa8"
+            colour = "#888" if r["reported"] else dark
             out.append(f'<text x="{left - 8}" y="{cy + 4:.1f}" text-anchor="end" fill="{colour}">{escape(r["label"])}</text>')
             if r["reported"]:
                 cx = x(r["accuracy"])
-                out.append(f'<polygon points="{cx:.1f},{cy - 5:.1f} {cx + 5:.1f},{cy:.1f} {cx:.1f},{cy + 5:.1f} {cx - 5:.1f},{cy:.1f}" fill="white" stroke="{colour}"/>')
+                out.append(f'<polygon class="reported" points="{cx:.1f},{cy - 5:.1f} {cx + 5:.1f},{cy:.1f} {cx:.1f},{cy + 5:.1f} {cx - 5:.1f},{cy:.1f}" fill="white" stroke="{colour}"/>')
             else:
-                out.append(f'<line x1="{x(r["low"]):.1f}" y1="{cy:.1f}" x2="{x(r["high"]):.1f}" y2="{cy:.1f}" stroke="{colour}" stroke-width="2"/>')
-                out.append(f'<circle cx="{x(r["accuracy"]):.1f}" cy="{cy:.1f}" r="4" fill="{colour}"/>')
-            out.append(f'<text x="{width - 4}" y="{cy + 4:.1f}" text-anchor="end" fill="{colour}" font-size="10">{r["accuracy"]:.1f}</text>')
+                (e_lo, e_hi), (s_lo, s_hi) = r["episodes"], r["second"]
+                out.append(f'<line class="interval {second}" x1="{x(s_lo):.1f}" y1="{cy:.1f}" x2="{x(s_hi):.1f}" y2="{cy:.1f}" stroke="{light}" '
+                           f'stroke-width="{SECOND_BAR["width"]}"><title>{second} {s_lo:.2f}–{s_hi:.2f}</title></line>')
+                out.append(f'<line class="interval episodes" x1="{x(e_lo):.1f}" y1="{cy:.1f}" x2="{x(e_hi):.1f}" y2="{cy:.1f}" stroke="{dark}" '
+                           f'stroke-width="{EPISODES_BAR["width"]}"><title>± episodes {e_lo:.2f}–{e_hi:.2f}</title></line>')
+                cap = EPISODES_BAR["cap"] / 2
+                for end in (e_lo, e_hi):
+                    out.append(f'<line x1="{x(end):.1f}" y1="{cy - cap:.1f}" x2="{x(end):.1f}" y2="{cy + cap:.1f}" stroke="{dark}" stroke-width="1.5"/>')
+                out.append(f'<circle class="mean" cx="{x(r["accuracy"]):.1f}" cy="{cy:.1f}" r="{DOT_R}" fill="white" stroke="{dark}" stroke-width="1.5"/>')
+            out.append(f'<text x="{width - 4}" y="{cy + 4:.1f}" text-anchor="end" fill="{colour}" font-size="10">{r["accuracy"]:.2f}</text>')
         y += body
-    for tick in range(0, 101, 10):
-        out.append(f'<text x="{x(tick):.1f}" y="{y + 16}" text-anchor="middle">{tick}</text>')
-    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{y + 36}" text-anchor="middle">accuracy (%)</text>')
+        for tick in ticks:
+            out.append(f'<text x="{x(tick):.1f}" y="{y + 14}" text-anchor="middle" font-size="10">{tick:g}</text>')
+        y += tick_h
+    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{y + 10}" text-anchor="middle">accuracy (%)</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -462,26 +537,40 @@ def _matplotlib():
 
 
 def png(board: dict) -> bytes:
-    """The picture as PNG bytes, drawn with matplotlib (imported here, so nothing else needs it)."""
+    """The picture as PNG bytes, drawn with matplotlib (imported here, so nothing else needs it): the marks of
+    the SVG (`svg`), a panel per protocol on its own axis."""
     Figure, FigureCanvasAgg = _matplotlib()
     panels = _plot_rows(board)
+    legend = _legend(board)
     heights = [max(1, len(rows)) + 1 for _, rows in panels]
-    fig = Figure(figsize=(8, 0.3 * sum(heights) + 1))
+    fig = Figure(figsize=(9, 0.35 * sum(heights) + 2))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(len(panels), 1, sharex=True, gridspec_kw={"height_ratios": heights}, squeeze=False)[:, 0]
+    axes = fig.subplots(len(panels), 1, gridspec_kw={"height_ratios": heights}, squeeze=False)[:, 0]
+    dark, light = EPISODES_BAR["colour"], SECOND_BAR["colour"]
+    handles = {}
     for ax, (title, rows) in zip(axes, panels):
         for i, r in enumerate(rows):
             if r["reported"]:
-                ax.plot(r["accuracy"], i, marker="D", mfc="white", mec="grey", ls="none")
-            else:
-                ax.errorbar(r["accuracy"], i, xerr=[[r["accuracy"] - r["low"]], [r["high"] - r["accuracy"]]], fmt="o", color="#1f5fa8", capsize=3)
+                handles["reported"] = ax.plot(r["accuracy"], i, marker="D", mfc="white", mec="grey", ls="none")[0]
+                continue
+            handles["second"] = ax.hlines(i, *r["second"], colors=light, linewidth=SECOND_BAR["width"])
+            e_lo, e_hi = r["episodes"]
+            handles["episodes"] = ax.errorbar(r["accuracy"], i, xerr=[[r["accuracy"] - e_lo], [e_hi - r["accuracy"]]], fmt="none", ecolor=dark,
+                                              elinewidth=EPISODES_BAR["width"], capsize=5)
+            handles["mean"] = ax.plot(r["accuracy"], i, marker="o", ms=2 * DOT_R, mfc="white", mec=dark, ls="none")[0]
+        lo, hi, _ = _axis(rows)
+        ax.set_xlim(lo, hi)
         ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
         ax.set_ylim(max(len(rows), 1) - 0.5, -0.5)
         ax.set_title(title, loc="left", fontsize=10)
         ax.grid(axis="x", color="#ddd")
-    axes[-1].set_xlim(0, 100)
-    axes[-1].set_xlabel("accuracy (%): dot = mean, bar = 1.96 x std / sqrt(n); diamond = reported in a paper, not measured here")
-    fig.tight_layout()
+    names = {"second": legend[1], "episodes": legend[2], "mean": legend[3], "reported": legend[4]}
+    kept = [k for k in names if k in handles]
+    h = fig.get_figheight()  # inches: the title, then one legend line each, above the panels
+    fig.suptitle(legend[0], fontsize=9, x=0.01, y=1 - 0.08 / h, ha="left", va="top")
+    fig.legend([handles[k] for k in kept], [names[k] for k in kept], loc="upper left", bbox_to_anchor=(0.01, 1 - 0.3 / h), fontsize=8, frameon=False)
+    axes[-1].set_xlabel("accuracy (%)")
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.3 + 0.17 * len(kept)) / h))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     return buf.getvalue()
@@ -510,29 +599,32 @@ def render(board: dict, fmt: str) -> str:
     if fmt == "rich":
         from rich.console import Console
 
-        console = Console(record=True, width=200, file=io.StringIO())
-        console.print(to_rich(board))
+        rich = to_rich(board)
+        width = max(100, needed_width(*rich.renderables[:-1]))  # the tables unwrapped; the footer wraps at their width
+        console = Console(record=True, width=width, file=io.StringIO())
+        console.print(rich)
         return console.export_text()
     raise HarnessError(f"unknown leaderboard format '{fmt}'", fix=f"use one of: {', '.join(FORMATS)}")
 
 
 def cmd_leaderboard(args) -> int:
-    """`bench.py leaderboard [--results DIR] [--format rich|md|csv|json] [--out FILE] [--plot FILE.png|svg]`."""
+    """`bench.py leaderboard [--results DIR] [--interval episodes|videos|classes] [--format rich|md|csv|json] [--out FILE]
+    [--plot FILE.png|svg]`."""
     fmt = getattr(args, "format", "rich") or "rich"
+    interval = check_level(getattr(args, "interval", None) or DEFAULT_INTERVAL, "--interval")
     if fmt not in FORMATS:
         raise HarnessError(f"unknown leaderboard format '{fmt}'", fix=f"use one of: {', '.join(FORMATS)}")
     if args.plot and Path(args.plot).suffix.lower() not in (".svg", ".png"):
         raise HarnessError(f"cannot draw a picture as '{args.plot}'", fix="name a .svg file (needs nothing) or a .png file (needs matplotlib)")
     if args.plot and Path(args.plot).suffix.lower() == ".png":
         _matplotlib()  # before any output: say what is missing first
-    board = build(Path(args.results))
+    board = build(Path(args.results), interval)
     if args.out:
         atomic_write_text(Path(args.out), render(board, fmt))
         print(f"leaderboard written to {args.out}")
     elif fmt == "rich":
-        from rich.console import Console
-
-        Console().print(to_rich(board))
+        rich = to_rich(board)
+        wide_console(*rich.renderables[:-1]).print(rich)
     else:
         print(render(board, fmt), end="")
     if args.plot:

@@ -13,13 +13,13 @@ import methods
 from harness.console import log
 from harness.pipeline import Settings, backbone_for, run_method
 from harness.protocol import find_protocol, load_protocol
-from harness.report import print_summaries
+from harness.report import DEFAULT_INTERVAL, print_summaries
 from harness.train import train
 
 QUICKSTART_PROTOCOLS = ("synthetic-5w1s", "synthetic-5w5s")
 
 
-def quickstart(s: Settings, episodes: int | None = None) -> list[dict]:
+def quickstart(s: Settings, episodes: int | None = None, interval: str = DEFAULT_INTERVAL) -> list[dict]:
     started = time.perf_counter()
     protocols = [load_protocol(find_protocol(name)) for name in QUICKSTART_PROTOCOLS]
     backbone_for(protocols[0], s, pretrain_if_missing=True)
@@ -30,6 +30,6 @@ def quickstart(s: Settings, episodes: int | None = None) -> list[dict]:
                 trained = train(p, name, s)
                 log(f"{name} for {p.name}: selected step {trained['selected_step']} (val {trained['selected_val_accuracy']:.2f}%)")
             summaries.append(run_method(p, name, s, n_episodes=episodes))
-    print_summaries(summaries)
+    print_summaries(summaries, interval=interval)
     log(f"quickstart finished in {time.perf_counter() - started:.1f} s")
     return summaries

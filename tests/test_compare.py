@@ -60,16 +60,20 @@ def test_methods_that_differ_only_by_noise_are_not_called_different(lab):
     assert pair["mcnemar"]["only_a_correct"] + pair["mcnemar"]["only_b_correct"] > 0, "the noise must flip some predictions"
     assert not pair["significant"]
     assert res["verdict"] == [pair["verdict"]]
-    assert pair["verdict"].startswith("No significant difference between protonet and noisy at alpha 0.05 (")
+    assert pair["verdict"].startswith("No significant difference between protonet and noisy at alpha 0.05 at the videos level, new test videos")
     assert pair["t_interval"]["low"] < 0 < pair["t_interval"]["high"]
+    assert all(t["low"] < 0 < t["high"] and t["p"] >= 0.05 for t in pair["levels"].values())
 
 
 def test_a_clearly_better_method_is_called_better(lab):
-    res = compare(["guess", "protonet"], PROTOCOL, lab["results"])
+    """On this pool of 42 tiny videos protonet is 5 points above guessing: clear at the episodes level (and the
+    classes level), while 7 videos per class leave the videos level wide open."""
+    res = compare(["guess", "protonet"], PROTOCOL, lab["results"], level="episodes")
     pair = res["pairs"][0]
     assert pair["significant"] and pair["mean_difference"] < 0
     assert pair["verdict"].startswith("protonet is better than guess by ")
-    assert "paired t-test p" in pair["verdict"] and pair["paired_t"]["p"] < 0.05
+    assert "paired t-test on per-episode differences p" in pair["verdict"] and "the videos level" in pair["verdict"]
+    assert pair["paired_t"]["p"] < 0.05 and pair["levels"]["episodes"]["p"] == pytest.approx(pair["paired_t"]["p"])
     assert pair["wilcoxon"]["p"] < 0.05 and pair["mcnemar"]["p"] < 0.05
     assert pair["t_interval"]["high"] < 0 and pair["bootstrap"]["high"] < 0
 
@@ -93,11 +97,12 @@ def test_every_statistic_matches_scipy_on_the_recorded_episodes(lab):
     assert pair["mcnemar"]["p"] == pytest.approx(exact)
     ref = sps.bootstrap((d,), np.mean, n_resamples=3000, method="BCa", rng=np.random.default_rng(5)).confidence_interval
     assert (pair["bootstrap"]["low"], pair["bootstrap"]["high"]) == pytest.approx((ref.low, ref.high))
-    assert pair["video_bootstrap"]["estimate"] == pytest.approx(d.mean())
+    assert pair["levels"]["videos"]["estimate"] == pytest.approx(d.mean()) == pair["levels"]["classes"]["estimate"]
+    assert (pair["levels"]["episodes"]["low"], pair["levels"]["episodes"]["high"]) == pytest.approx((pair["t_interval"]["low"], pair["t_interval"]["high"]))
     assert pair["a_better_episodes"] + pair["b_better_episodes"] + pair["tied_episodes"] == len(d)
     first = res["methods"][0]
     assert first["accuracy"] == pytest.approx(a.mean())
-    assert first["intervals"]["normal"]["half_width"] == pytest.approx(1.96 * a.std() / np.sqrt(len(a)))
+    assert first["intervals"]["episodes"]["half_width"] == pytest.approx(1.96 * a.std() / np.sqrt(len(a)))
 
 
 def test_identical_methods_tie_without_nan(lab):
@@ -105,15 +110,16 @@ def test_identical_methods_tie_without_nan(lab):
     pair = res["pairs"][0]
     assert pair["mean_difference"] == 0 and pair["tied_episodes"] == 200
     assert pair["paired_t"]["p"] == pair["wilcoxon"]["p"] == pair["mcnemar"]["p"] == 1.0
+    assert [t["p"] for t in pair["levels"].values()] == [1.0, 1.0, 1.0]
     assert pair["verdict"].startswith("No significant difference between protonet and twin")
     json.dumps(res, allow_nan=False)  # plain, valid JSON
 
 
 def test_many_methods_are_holm_corrected_and_ranked(lab):
     methods = ["guess", "noisy", "protonet", "twin"]
-    res = compare(methods, PROTOCOL, lab["results"])
+    res = compare(methods, PROTOCOL, lab["results"], level="episodes")
     assert len(res["pairs"]) == 6
-    raw = np.array([p["paired_t"]["p"] for p in res["pairs"]])
+    raw = np.array([p["levels"]["episodes"]["p"] for p in res["pairs"]])
     # Holm by hand: k-th smallest p times (m - k), then a running maximum, capped at 1
     order = np.argsort(raw, kind="stable")
     expected, running = np.empty(6), 0.0
@@ -130,16 +136,48 @@ def test_many_methods_are_holm_corrected_and_ranked(lab):
     assert "Holm-adjusted" in res["pairs"][0]["verdict"]
 
 
-def test_the_verdict_names_tests_that_disagree():
-    pair = {"a": "A", "b": "B", "mean_difference": 0.6, "t_interval": {"low": 0.05, "high": 1.15}, "paired_t": {"p": 0.034},
-            "wilcoxon": {"p": 0.03, "p_holm": None}, "mcnemar": {"p": 0.07, "p_holm": None}}
-    assert verdict(pair, 0.05) == ("A is better than B by 0.6 points (95% CI 0.1 to 1.1; paired t-test p = 0.034), "
-                                   "though the exact McNemar test (p = 0.070) does not confirm it.")
-    pair.update(mean_difference=-0.6, t_interval={"low": -1.15, "high": -0.05})
-    assert verdict(pair, 0.05).startswith("B is better than A by 0.6 points (95% CI 0.1 to 1.1;")
-    pair["paired_t"]["p"] = 0.2
-    assert verdict(pair, 0.05).endswith("paired t-test p = 0.200), though the Wilcoxon signed-rank test (p = 0.030) finds one.")
-    assert verdict(pair, 0.01).startswith("No significant difference between A and B at alpha 0.01 (A - B = -0.6 points, 99% CI")
+def _pair(diff, levels: dict, wilcoxon=0.03, mcnemar=0.07) -> dict:
+    tests = {"episodes": "paired t-test on per-episode differences", "videos": "percentile bootstrap over test videos within class",
+             "classes": "percentile bootstrap over test classes"}
+    return {"a": "A", "b": "B", "mean_difference": diff, "wilcoxon": {"p": wilcoxon, "p_holm": None}, "mcnemar": {"p": mcnemar, "p_holm": None},
+            "levels": {lvl: {"low": lo, "high": hi, "p": p, "p_holm": None, "test": tests[lvl]} for lvl, (lo, hi, p) in levels.items()}}
+
+
+def test_the_verdict_rests_on_the_level_asked_for_and_names_the_levels_that_disagree():
+    pair = _pair(0.6, {"episodes": (0.05, 1.15, 0.034), "videos": (-0.4, 1.6, 0.21), "classes": (-1.5, 2.7, 0.5)})
+    assert verdict(pair, 0.05, "videos") == (
+        "No significant difference between A and B at alpha 0.05 at the videos level, new test videos of the same test classes "
+        "(A - B = +0.6 points, 95% CI -0.4 to 1.6; percentile bootstrap over test videos within class p = 0.210); "
+        "the episodes level, this pool of test videos (another draw of episodes from the same videos) (p = 0.034) finds one.")
+    assert verdict(pair, 0.05, "episodes") == (
+        "A is better than B by 0.6 points at the episodes level, this pool of test videos (another draw of episodes from the same videos) "
+        "(95% CI 0.1 to 1.1; paired t-test on per-episode differences p = 0.034); the videos level, new test videos of the same test "
+        "classes (p = 0.210) and the classes level, new test classes and new videos (p = 0.500) and the exact McNemar test (p = 0.070) do not confirm it.")
+    flipped = _pair(-0.6, {"episodes": (-1.15, -0.05, 0.034), "videos": (-1.6, -0.1, 0.04), "classes": (-2.7, 1.5, 0.5)})
+    assert verdict(flipped, 0.05, "videos").startswith("B is better than A by 0.6 points at the videos level, new test videos of the same test classes (95% CI 0.1 to 1.6;")
+    assert verdict(flipped, 0.01, "videos").startswith("No significant difference between A and B at alpha 0.01 at the videos level")
+
+
+def test_a_gain_on_a_few_videos_is_significant_on_this_pool_only(lab):
+    """B = protonet made right on every query of ONE video: a gain that many episodes repeat (the episodes
+    level calls it significant) but that rests on one video (the videos and classes levels do not)."""
+    a = load_run(lab["results"] / PROTOCOL / "protonet")
+    lucky = {a.records[0]["query"][0]}
+    records = []
+    for r in a.records:
+        correct = [1 if q in lucky else c for q, c in zip(r["query"], r["correct"])]
+        records.append({**r, "correct": correct, "accuracy": sum(correct) / len(correct)})
+    b = Run("lucky", a.folder, a.summary, records)
+    by_level = {level: compare_runs([b, a], level=level) for level in ("episodes", "videos", "classes")}
+    pair = by_level["episodes"]["pairs"][0]
+    assert pair["levels"]["episodes"]["p"] < 0.05 <= pair["levels"]["videos"]["p"]
+    assert by_level["episodes"]["pairs"][0]["significant"] and by_level["episodes"]["verdict"][0].startswith("lucky is better than protonet")
+    assert "the videos level" in by_level["episodes"]["verdict"][0] and "do not confirm it" in by_level["episodes"]["verdict"][0]
+    for level in ("videos", "classes"):
+        assert not by_level[level]["pairs"][0]["significant"]
+        assert by_level[level]["verdict"][0].startswith(f"No significant difference between lucky and protonet at alpha 0.05 at the {level} level")
+    assert by_level["videos"]["ranking"][0]["not_distinguished_from"] == ["protonet"]
+    assert by_level["episodes"]["ranking"][0]["significantly_better_than"] == ["protonet"]
 
 
 def test_different_episode_sets_are_refused(lab):
@@ -245,10 +283,13 @@ def test_missing_runs_and_a_changed_protocol_are_explained(lab, tmp_path):
 
 def test_command_prints_the_verdict_and_writes_json(lab, tmp_path, capsys):
     out = tmp_path / "cmp" / "protonet-guess.json"
-    args = argparse.Namespace(methods=["protonet", "guess"], protocol=PROTOCOL, results=str(lab["results"]), alpha=0.01, json=str(out))
+    args = argparse.Namespace(methods=["protonet", "guess"], protocol=PROTOCOL, results=str(lab["results"]), alpha=0.01, json=str(out),
+                              level="episodes", resamples=2000, seed=3)
     assert cmd_compare(args) == 0
     printed = capsys.readouterr().out
-    assert "protonet is better than guess by" in printed and "99% CI" in printed
+    assert "protonet is better than guess by" in printed and "99% CI" in printed and "at the episodes level" in printed
+    assert "…" not in printed, "no number is cut short"
     data = json.loads(out.read_text())
+    assert data["level"] == "episodes" and data["n_resamples"] == 2000 and data["seed"] == 3
     assert data["alpha"] == 0.01 and data["episode_set_sha256"] == load_run(lab["results"] / PROTOCOL / "guess").summary["episode_set_sha256"]
     assert not list(out.parent.glob(".*.tmp")), "written atomically, nothing left beside it"

@@ -54,6 +54,14 @@ def edit_summary(folder, **changes):
     (folder / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if v is not None}))
 
 
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def means(root) -> list:
+    """The dots of measured means in a picture (the legend's sample dot is not one)."""
+    return [c for c in root.iter(f"{SVG}circle") if c.get("class") == "mean"]
+
+
 def test_cells_carry_accuracy_interval_best_and_provenance(results):
     board = leaderboard.build(results)
     assert [c["name"] for c in board["protocols"]] == ["tiny-5w1s", "tiny-5w5s"]
@@ -146,7 +154,7 @@ def test_svg_picture_needs_nothing_and_png_asks_for_matplotlib(results, tmp_path
     root = ET.fromstring(out.read_text())
     labels = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
     assert "protonet-cosine" in labels and any(l and l.startswith("tiny-5w1s") for l in labels)
-    assert len(list(root.iter("{http://www.w3.org/2000/svg}circle"))) == 3
+    assert len(means(root)) == 3
     assert [p.name for p in out.parent.iterdir()] == ["board.svg"], "written atomically"
     for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends", "matplotlib.backends.backend_agg"):
         monkeypatch.setitem(sys.modules, name, None)  # as if it were not installed
@@ -199,7 +207,7 @@ def test_a_run_that_fails_verification_is_not_shown_as_measured(results, tmp_pat
         ("unverified", "protonet", "tiny-5w1s", ""), ("unverified", "protonet", "tiny-5w5s", "")}
     assert "records without records_sha256" in next(r["note"] for r in rows if r["protocol"] == "tiny-5w5s")
     picture = ET.fromstring(leaderboard.svg(board))
-    assert len(list(picture.iter("{http://www.w3.org/2000/svg}circle"))) == 1
+    assert len(means(picture)) == 1
 
 
 def test_the_accuracy_shown_is_recomputed_from_the_records(results, tmp_path):
@@ -296,3 +304,122 @@ def test_code_data_and_weights_differences_are_named(results, tmp_path):
     line = next(l for l in md.splitlines() if "WARNING: the cells of tiny-5w1s differ in" in l)
     assert '"0.0.1"' in line and "dddddddddddd" in line and "eeeeeeeeeeee" in line
     assert "different episode sets" not in md and "protocol fields" not in md
+
+
+# ------------------------------------------------------------------------------- the intervals shown
+
+
+def spans(m: dict, level: str) -> str:
+    return f"{m['intervals'][level]['low']:.2f}–{m['intervals'][level]['high']:.2f}"
+
+
+LEGEND_EPISODES = "± episodes: this pool of test videos (the papers' interval"
+LEGEND = {"videos": "videos: new videos of the same classes", "classes": "classes: new classes and their new videos"}
+
+
+def test_every_text_format_shows_the_papers_interval_and_the_videos_interval_labelled(results):
+    board = leaderboard.build(results)
+    assert board["interval"] == "videos", "videos first unless --interval says otherwise"
+    md, text = leaderboard.to_markdown(board), leaderboard.render(board, "rich")
+    for m in board["measured"]:
+        cell = f"{m['accuracy']:.2f} (videos {spans(m, 'videos')}; episodes ± {m['ci95']:.2f})"
+        assert cell in md and cell in text, cell
+        assert m["intervals"]["episodes"]["half_width"] == pytest.approx(m["ci95"])
+    for out in (md, text):
+        assert LEGEND_EPISODES in " ".join(out.split()) and LEGEND["videos"] in " ".join(out.split())
+        assert "Shown first: videos" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("headline", ["episodes", "videos", "classes"])
+def test_the_interval_option_picks_the_headline_and_keeps_the_papers_interval(results, headline, capsys):
+    args = argparse.Namespace(results=str(results), format="md", out=None, plot=None, interval=headline)
+    assert leaderboard.cmd_leaderboard(args) == 0
+    md = capsys.readouterr().out
+    board = leaderboard.build(results, headline)
+    second = "videos" if headline == "episodes" else headline
+    for m in board["measured"]:
+        if headline == "episodes":  # the papers' form first, so a row lines up with the published tables
+            cell = f"{m['accuracy']:.2f} ± {m['ci95']:.2f} (videos {spans(m, 'videos')})"
+        else:
+            cell = f"{m['accuracy']:.2f} ({headline} {spans(m, headline)}; episodes ± {m['ci95']:.2f})"
+        assert cell in md, cell
+    flat = " ".join(md.split())
+    assert f"Shown first: {headline}" in flat and LEGEND_EPISODES in flat and LEGEND[second] in flat
+    assert [r["headline_interval"] for r in csv.DictReader(io.StringIO(leaderboard.to_csv(board)))] == [headline] * 3
+
+
+def test_a_bad_interval_is_refused_with_the_usual_error(results, capsys):
+    from harness.cli import main
+
+    for argv in (["leaderboard", "--results", str(results), "--interval", "pool"], ["--interval", "Videos", "leaderboard", "--results", str(results)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --interval: unknown interval") and "\n  fix: use episodes" in err and "Traceback" not in err
+    with pytest.raises(HarnessError, match="unknown level 'pool'"):
+        leaderboard.build(results, "pool")
+
+
+def test_csv_and_json_carry_every_level(results):
+    board = leaderboard.build(results, "episodes")
+    rows = list(csv.DictReader(io.StringIO(leaderboard.to_csv(board))))
+    for r, m in zip(rows, board["measured"]):
+        for level in ("episodes", "videos", "classes"):
+            assert float(r[f"{level}_low"]) == pytest.approx(m["intervals"][level]["low"]) and float(r[f"{level}_high"]) == pytest.approx(m["intervals"][level]["high"])
+            assert float(r[f"{level}_low"]) < float(r["accuracy"]) < float(r[f"{level}_high"])
+        assert float(r["episodes_high"]) - float(r["accuracy"]) == pytest.approx(float(r["ci95"]))
+    data = json.loads(leaderboard.to_json(board))
+    assert data["interval"] == "episodes" and LEGEND_EPISODES in data["interval_legend"]
+    for m in data["measured"]:
+        assert set(m["intervals"]) == {"episodes", "videos", "classes"}
+        for level, i in m["intervals"].items():
+            assert i["level"] == level and i["low"] < m["accuracy"] < i["high"] and i["claim"] and i["meaning"]
+
+
+def test_the_picture_draws_both_intervals_visibly_with_a_legend(results, tmp_path):
+    for headline, second in (("videos", "videos"), ("episodes", "videos"), ("classes", "classes")):
+        root = ET.fromstring(leaderboard.svg(leaderboard.build(results, headline)))
+        lines = [l for l in root.iter(f"{SVG}line") if (l.get("class") or "").startswith("interval ")]
+        dots = means(root)
+        assert len(dots) == 3
+        for dot in dots:
+            at = {l.get("class").split()[1]: l for l in lines if l.get("y1") == dot.get("cy")}
+            assert set(at) == {"episodes", second}, at
+            diameter = 2 * float(dot.get("r")) + float(dot.get("stroke-width"))
+            for bar in at.values():  # wider than the dot: never hidden under it
+                assert float(bar.get("x2")) - float(bar.get("x1")) > diameter
+                assert float(bar.get("x1")) < float(dot.get("cx")) < float(bar.get("x2"))
+            assert float(at[second].get("stroke-width")) > float(at["episodes"].get("stroke-width")), "a thick bar and a thin one"
+            assert at[second].get("stroke") != at["episodes"].get("stroke")
+        legend = " ".join(t.text or "" for t in root.iter(f"{SVG}text"))
+        assert LEGEND_EPISODES in legend and LEGEND[second] in legend and "reported in a paper" in legend
+        assert {l.get("class") for l in root.iter(f"{SVG}line") if (l.get("class") or "").startswith("legend")} == {"legend episodes", f"legend {second}"}
+
+
+def test_a_summary_from_before_intervals_still_renders_them_from_its_records(results, tmp_path):
+    board_dir = tmp_path / "results"
+    shutil.copytree(results, board_dir)
+    before = {(m["method"], m["protocol"]): m["intervals"] for m in leaderboard.build(results)["measured"]}
+    folder = board_dir / "tiny-5w1s" / "protonet"
+    edit_summary(folder, intervals=None, schema_version=2)
+    assert "intervals" not in json.loads((folder / "summary.json").read_text())
+    board = leaderboard.build(board_dir)
+    assert board["unverified"] == []
+    cell = next(m for m in board["measured"] if m["method"] == "protonet" and m["protocol"] == "tiny-5w1s")
+    for level, i in before[("protonet", "tiny-5w1s")].items():
+        assert (cell["intervals"][level]["low"], cell["intervals"][level]["high"]) == (i["low"], i["high"])
+    assert f"(videos {spans(cell, 'videos')}; episodes ± {cell['ci95']:.2f})" in leaderboard.to_markdown(board)
+    assert float(next(csv.DictReader(io.StringIO(leaderboard.to_csv(board))))["classes_low"]) == pytest.approx(cell["intervals"]["classes"]["low"])
+    assert len(means(ET.fromstring(leaderboard.svg(board)))) == 3
+
+
+def test_rich_tables_are_never_cut(results, capsys, monkeypatch):
+    board = leaderboard.build(results)
+    monkeypatch.setenv("COLUMNS", "80")
+    args = argparse.Namespace(results=str(results), format="rich", out=None, plot=None, interval="videos")
+    assert leaderboard.cmd_leaderboard(args) == 0  # not a terminal: printed wide enough for the table
+    piped = capsys.readouterr().out
+    for m in board["measured"]:
+        assert f"{m['accuracy']:.2f} (videos {spans(m, 'videos')}; episodes ± {m['ci95']:.2f})" in piped
+    assert "…" not in piped and "…" not in leaderboard.render(board, "rich")
+    table = leaderboard.to_rich(board).renderables[0]
+    assert {c.overflow for c in table.columns} == {"fold"}, "on a narrow terminal a cell wraps, never loses digits"

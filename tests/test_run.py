@@ -129,3 +129,48 @@ def test_bf16_features_are_cached_apart_and_close_to_fp32(protocol, home, tmp_pa
     assert a["backbone"]["feature_store"] != b["backbone"]["feature_store"]
     assert b["videos_embedded_this_run"] > 0 and b["backbone"]["precision"] == "bf16"
     assert abs(a["accuracy"] - b["accuracy"]) < 5.0
+
+
+def test_the_printout_shows_the_papers_interval_and_the_videos_interval_labelled(protocol, home, tmp_path, capsys):
+    common = ["--home", str(home), "--results", str(tmp_path), "--device", "cpu", "--quiet", "--episodes", "40"]
+    assert main(["run", "--protocol", protocol.source, "--method", "protonet", *common]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    summary = json.loads((tmp_path / "tiny-5w1s/protonet/summary.json").read_text())
+    i = {level: f"{v['low']:.2f}–{v['high']:.2f}" for level, v in summary["intervals"].items()}
+    acc, ci = f"{summary['accuracy']:.2f}", f"{summary['ci95']:.2f}"
+    assert f"{acc} (videos {i['videos']}; episodes ± {ci})" in out, out  # videos first by default, the papers' ± beside it
+    assert "± episodes: this pool of test videos (the papers' interval" in out and "videos: new videos of the same classes" in out
+    assert f"95% intervals: videos {i['videos']} (new videos of the same classes); episodes {i['episodes']} (this pool of test videos, the papers' ±); classes {i['classes']}" in out
+
+    assert main(["--interval", "episodes", "run", "--protocol", protocol.source, "--method", "protonet", *common]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{acc} ± {ci} (videos {i['videos']})" in out and "Shown first: episodes" in out
+    assert main(["run", "--protocol", protocol.source, "--method", "protonet", *common, "--interval", "classes"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{acc} (classes {i['classes']}; episodes ± {ci})" in out and "classes: new classes and their new videos" in out
+
+    assert main(["run", "--protocol", protocol.source, "--method", "protonet", *common, "--interval", "pool"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --interval: unknown interval 'pool'") and "fix: use episodes" in err and "Traceback" not in err
+    assert main(["train", "--protocol", protocol.source, "--method", "trx", "--interval", "videos"]) == 2, "train shows no interval"
+    assert "--interval: not used by `bench.py train`" in capsys.readouterr().err
+
+
+def test_a_summary_from_before_intervals_is_printed_with_intervals_from_its_records(protocol, home, tmp_path, capsys):
+    from harness.report import print_summaries
+
+    summary = run_method(protocol, "protonet", settings(home, tmp_path), n_episodes=40)
+    stored = summary.pop("intervals")
+    print_summaries([{**summary, "schema_version": 2}])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{summary['accuracy']:.2f} (videos {stored['videos']['low']:.2f}–{stored['videos']['high']:.2f}; episodes ± {summary['ci95']:.2f})" in out
+
+
+def test_the_quickstart_is_told_the_interval(monkeypatch):
+    import harness.quickstart
+
+    seen = {}
+    monkeypatch.setattr(harness.quickstart, "quickstart", lambda s, **kw: seen.update(kw))
+    assert main(["--interval", "classes", "--episodes", "3"]) == 0
+    assert seen == {"episodes": 3, "interval": "classes"}
+    assert main([]) == 0 and seen["interval"] == "videos"
