@@ -18,11 +18,14 @@ import torch
 from harness.backbones.registry import safe_torch_load
 from harness.errors import HarnessError
 from harness.files import atomic_write_bytes
+from harness.names import check_name
 
 FORMAT = "fsv-bench-checkpoint/1"
 
 
 def checkpoint_dir(home: Path, protocol: str, method: str) -> Path:
+    check_name(protocol, f"protocol name {protocol!r}")  # folders under <home>/checkpoints, never paths out of it
+    check_name(method, f"method name {method!r}")
     return home / "checkpoints" / protocol / method
 
 

@@ -40,6 +40,12 @@ def _protocol(args):
     args.loaded_protocol = p  # errors from deeper down that name a field are told which file set it
     if p.backbone.name not in list_backbones():  # before any video is indexed or embedded
         raise HarnessError(f"unknown backbone '{p.backbone.name}'", where=p.where("backbone.name"), fix=f"use one of: {', '.join(list_backbones())}")
+    from harness.limits import check_protocol
+    from harness.pipeline import pick_device
+
+    uses = USES.get(args.command_name, ())  # pretrain and import-checkpoint run on the CPU
+    device = pick_device(args.device) if "--device" in uses else "cpu"
+    check_protocol(p, device, args.workers if "--workers" in uses else 0)  # methods: settings, frames against the backbone and the memory
     return p
 
 
@@ -199,6 +205,10 @@ def _check_batch_episodes(n: int) -> int:
 def _check_workers(n: int) -> int:
     if n < 0:
         raise HarnessError(f"{n} worker processes: a count cannot be negative", where="--workers", fix="pass --workers 0 (decode in the main process) or a positive number of processes")
+    most = max(16, 4 * (os.cpu_count() or 1))  # each is a process with its own copy of PyTorch
+    if n > most:
+        raise HarnessError(f"{n:,} worker processes is more than {most}, the most for this machine's {os.cpu_count()} CPU cores (4 per core, and 16 in any case)", where="--workers",
+                           fix=f"pass --workers N with N <= {most}; decoding rarely gains beyond one per core")
     return n
 
 

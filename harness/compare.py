@@ -27,6 +27,7 @@ import numpy as np
 from harness import stats, uncertainty
 from harness.errors import HarnessError
 from harness.files import atomic_write_json
+from harness.names import check_name
 from harness.uncertainty import DEFAULT_RESAMPLES, LEVELS
 from harness.verify import load_verified
 
@@ -72,6 +73,7 @@ def protocol_for_results(name_or_path: str) -> tuple[str, str | None, str]:
 
         p = load_protocol(path)
         return p.name, p.sha256, str(path)
+    check_name(name_or_path, f"protocol '{name_or_path}'", where="--protocol", fix="pass the protocol's name (its folder under --results) or its .yaml file")
     return name_or_path, None, name_or_path
 
 
@@ -80,6 +82,8 @@ def load_runs(results: Path, protocol: str, methods: list[str]) -> list[Run]:
     name, expected_sha, shown = protocol_for_results(protocol)
     if len(set(methods)) != len(methods):
         raise HarnessError(f"a method is named twice: {' '.join(methods)}", fix="name each method once")
+    for m in methods:
+        check_name(m, f"method '{m}'", fix="pass the names of methods with results (their folders under --results/PROTOCOL)")
     root = Path(results) / name
     if not root.is_dir():
         raise HarnessError(f"no results for protocol '{name}' in {Path(results)}", fix=f"evaluate first: python bench.py run --protocol {shown} --method M (or pass --results DIR)")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import scipy
 import torch
+from rich.markup import escape
 
 import harness
 import methods
@@ -122,11 +123,15 @@ def ensure_dataset(p: Protocol, s: Settings) -> Path:
 def load_index(p: Protocol, s: Settings, part: str) -> VideoIndex:
     root = ensure_dataset(p, s)
     files = {"train": p.dataset.splits.train, "val": p.dataset.splits.val, "test": p.dataset.splits.test}
-    index = build_index(root, split_dir(p, s.home) / files[part], part, p.frames.count, p.dataset.bad_videos)
+    index = build_index(root, split_dir(p, s.home) / files[part], part, p.frames.count, p.dataset.bad_videos, video_checks=s.home / "video-checks")
     if index.excluded:
         log(f"[yellow]{len(index.excluded)} videos of the {part} split are excluded (dataset.bad_videos: exclude); they are listed in the results[/]")
     if index.renamed:
         log(f"[yellow]{len(index.renamed)} videos of the {part} split were found under another name (case, '_' for spaces, or a bare Kinetics id); they are listed in the results[/]")
+    if index.linked:
+        n = sum(link["videos"] for link in index.linked)
+        log(f"[yellow]{n} videos of the {part} split are read through symbolic links that leave the data root (e.g. {escape(index.linked[0]['link'])} -> "
+            f"{escape(index.linked[0]['target'])}); they are listed in the results[/]")
     return index
 
 
@@ -222,21 +227,34 @@ def fine_tuned_backbone(p: Protocol, method: str, s: Settings, backbone: torch.n
     return state["backbone"]["weights_sha256"]
 
 
-def head_settings(p: Protocol, method: str, given: dict | None = None, where: str | None = None) -> dict:
+def head_settings(p: Protocol, method: str, given: dict | None = None, where: str | None = None, context: dict | None = None) -> dict:
     """Every setting of `method`'s head, defaults included: those `given` (default: the protocol's
-    methods.<method> section) resolved by the registry. A setting the head lacks, or one JSON cannot hold, is
-    an error naming where it came from."""
+    methods.<method> section) resolved by the registry and checked against the head's settings_schema (bounds
+    that are facts of the run where `context` holds them: `harness.limits.predicted_context`). A setting the head
+    lacks, one JSON cannot hold, or one outside its schema is an error naming the field and where it came from."""
     try:
-        return methods.resolve_settings(method, p.methods.get(method, {}) if given is None else given)
+        return methods.resolve_settings(method, p.methods.get(method, {}) if given is None else given, context)
     except methods.SettingsError as e:
-        raise HarnessError(str(e), where=where or p.where(f"methods.{method}"), fix=f"use the settings the head's constructor takes (see methods/{method}.py)") from None
+        raise _settings_error(e, p, method, where) from None
 
 
-def build_head(method: str, settings: dict, context: dict, where: str) -> torch.nn.Module:
-    """The head `method` with these resolved settings; a value the head refuses is an error naming `where`."""
+def _settings_error(e: "methods.SettingsError", p: Protocol | None, method: str, where: str | None) -> HarnessError:
+    field = f"methods.{method}.{e.setting}" if e.setting else f"methods.{method}"
+    if where is None and p is not None:
+        where = p.where(field)
+    elif where is not None and e.setting:
+        where = f"{where}, field '{field}'"
+    return HarnessError(str(e), where=where, fix=e.fix or f"use the settings the head's constructor takes (see methods/{method}.py)")
+
+
+def build_head(method: str, settings: dict, context: dict, where: str, protocol: Protocol | None = None) -> torch.nn.Module:
+    """The head `method` with these resolved settings; a value the head refuses is an error naming `where` (or,
+    given the `protocol` the settings came from, the field methods.<method>.<setting> in it)."""
     try:
         return methods.create(method, context=context, **settings)
-    except (methods.SettingsError, ValueError) as e:
+    except methods.SettingsError as e:
+        raise _settings_error(e, protocol, method, None if protocol is not None else where) from None
+    except ValueError as e:
         raise HarnessError(str(e), where=where, fix=f"use a value that methods/{method}.py accepts") from None
 
 
@@ -250,7 +268,7 @@ def head_for(p: Protocol, method: str, s: Settings, feature_shape: tuple, weight
     cls = methods.get(method)
     wanted = head_settings(p, method)
     if not cls.trainable and checkpoint is None:
-        return build_head(method, wanted, {"feature_shape": feature_shape}, p.where(f"methods.{method}")), None
+        return build_head(method, wanted, {"feature_shape": feature_shape}, p.where(f"methods.{method}"), p), None
     path = checkpoint or checkpoint_dir(s.home, p.name, method) / "best.pt"
     if not path.is_file():
         raise HarnessError(
@@ -310,11 +328,15 @@ def run_fingerprint(parts: dict) -> str:
     return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:16]
 
 
-def _check_run_request(n_episodes: int, s: Settings) -> None:
+def _check_run_request(n_episodes: int, s: Settings, p: Protocol | None = None) -> None:
+    from harness.limits import check_episodes
+
     if n_episodes < 1:
         raise HarnessError(f"{n_episodes} episodes were asked for; a run scores at least one", where="--episodes", fix="pass --episodes N with N >= 1, or leave it out for the protocol's number")
     if s.batch_episodes < 1:
         raise HarnessError(f"--batch-episodes {s.batch_episodes} cannot score anything", where="--batch-episodes", fix="pass a number >= 1 (it never changes a prediction)")
+    if p is not None:  # at most MAX_EPISODES, and the memory they take (before any is sampled)
+        check_episodes(n_episodes, p.where("episodes") if n_episodes == p.episodes else "--episodes", p.way, p.shot, p.query_per_class)
 
 
 def _check_figures(records: list[dict], expected: int, per_episode: np.ndarray) -> None:
@@ -331,9 +353,11 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
     if head is None and method not in methods.list_methods():
         raise HarnessError(f"unknown method '{method}'", fix=f"use one of: {', '.join(methods.list_methods())} (or register your own in methods/)")
     n_episodes = p.episodes if n_episodes is None else n_episodes
-    _check_run_request(n_episodes, s)
-    if head is None:
-        head_settings(p, method)  # a setting the head cannot take is named before any video is embedded
+    _check_run_request(n_episodes, s, p)
+    if head is None:  # a setting the head cannot take is named before any video is embedded
+        from harness.limits import predicted_context
+
+        head_settings(p, method, context=predicted_context(p))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     index = load_index(p, s, p.dataset.part)
@@ -408,6 +432,7 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
         "n_videos": len(index),
         "excluded_videos": index.excluded,
         "renamed_videos": index.renamed,
+        "linked_outside_root": index.linked,
         **accuracy_summary(per_episode),
         "intervals": level_intervals(records),
         "backbone": {"name": p.backbone.name, "weights_sha256": weights_sha, "feature_store": store.key, "precision": s.precision, "feature_shape": list(maps.shape[1:])},

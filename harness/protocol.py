@@ -7,6 +7,11 @@
 
 Every field has a type and a default. An unknown key, a wrong type or an impossible value stops with a
 HarnessError that names the file the value came from, the field, and the fix.
+
+YAML is read strictly (`parse_yaml`): a key written twice in one section, an alias that refers to the section it
+is in, aliases that expand to more than MAX_YAML_VALUES values or nest more than MAX_YAML_DEPTH deep, an empty
+file, a file over MAX_PROTOCOL_BYTES and more than MAX_INCLUDED_FILES files read through `include:` are errors
+that name the file and the line. `--set` values are read by the same rules.
 """
 from __future__ import annotations
 
@@ -16,7 +21,6 @@ import hashlib
 import json
 import math
 import os
-
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +28,21 @@ from pathlib import Path
 import yaml
 
 from harness.errors import HarnessError
+from harness.names import NAME_RULE, name_problem
 
 PARTS = ("train", "val", "test")
+
+#: the most episodes one set may hold (the protocol's `episodes`, `--episodes`, `train.val_episodes`): 100 times
+#: the literature's 10,000; every episode is sampled, hashed and kept in memory (about 2 KB for 5-way 1-shot)
+MAX_EPISODES = 1_000_000
+#: the most training episodes (train.steps x train.tasks_per_batch): 100 times TRX's reference recipe
+MAX_TRAIN_EPISODES = 10_000_000
+#: what a protocol file may be: its size, the values it holds once its aliases are expanded, how deep its
+#: sections and lists nest, and how many files one protocol reads through include:
+MAX_PROTOCOL_BYTES = 1_000_000
+MAX_YAML_VALUES = 100_000
+MAX_YAML_DEPTH = 50
+MAX_INCLUDED_FILES = 100
 
 
 @dataclass(frozen=True)
@@ -165,38 +182,186 @@ def load_protocol(path: str | os.PathLike, overrides: list[str] | None = None) -
     if "name" not in data:
         data["name"] = path.stem
         origins["name"] = str(path)
+        problem = name_problem(path.stem)
+        if problem:
+            raise HarnessError(f"the protocol has no name: field, and its file name cannot be one: {problem}", where=str(path),
+                               fix=f"add `name: NAME` to the file, NAME being {NAME_RULE}")
     proto = _build(Protocol, data, "", origins, str(path))
     proto = dataclasses.replace(proto, source=str(path), origins=origins)
     _check_values(proto)
     return proto
 
 
+class YamlRefused(yaml.YAMLError):
+    """YAML that parses but that the harness does not read: a duplicate key, a recursive alias, too many values
+    once aliases are expanded, too deep a nesting. `line` is 1-based (None: the whole document)."""
+
+    def __init__(self, what: str, fix: str, line: int | None = None):
+        super().__init__(what)
+        self.what, self.fix, self.line = what, fix, line
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (plain values only: no tags that build objects), made strict: see the module docstring."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._open: dict[str, int] = {}  # anchors of the sections and lists being composed -> their line
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open:
+                raise YamlRefused(
+                    f"alias '*{event.anchor}' (line {event.start_mark.line + 1}) stands for the section it is written in "
+                    f"(anchor '&{event.anchor}', line {self._open[event.anchor]}): the value would contain itself without end",
+                    "replace the alias by the values it should hold", event.start_mark.line + 1)
+            return super().compose_node(parent, index)
+        if not isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise YamlRefused(f"sections and lists are nested more than {MAX_YAML_DEPTH} deep", "a protocol nests a few levels; remove the extra brackets or indentation", event.start_mark.line + 1)
+        if event.anchor is not None:
+            self._open[event.anchor] = event.start_mark.line + 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            if event.anchor is not None:
+                self._open.pop(event.anchor, None)
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _check_expansion(node)
+        return node
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue  # `<<: *base` may override its keys; a non-scalar key is refused by the constructor
+                key = self.construct_object(key_node)
+                try:
+                    first = seen.get(key)
+                    seen.setdefault(key, key_node.start_mark)
+                except TypeError:
+                    continue
+                if first is not None:  # (an alias used as a key twice is the same node twice: a duplicate too)
+                    here = key_node.start_mark
+                    lines = (f"line {first.line + 1}, column {first.column + 1} and column {here.column + 1}" if first.line == here.line
+                             else f"line {first.line + 1} and line {here.line + 1}")
+                    raise YamlRefused(f"key '{key}' is written twice in one section: {lines}",
+                                      "keep one of the two (YAML would silently keep the last one)", here.line + 1)
+        return super().construct_mapping(node, deep)
+
+
+def _check_expansion(root) -> None:
+    """Refuse a document whose aliases expand to more than MAX_YAML_VALUES values or MAX_YAML_DEPTH levels (an
+    "alias bomb": a few lines whose nine aliases of nine aliases stand for a billion values). The node graph is
+    walked once, each shared node counted once, without recursion."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    stack = [(root, False)]
+    while stack:
+        node, ready = stack.pop()
+        if id(node) in size:
+            continue
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        if ready or not children:
+            size[id(node)] = 1 + sum(size[id(c)] for c in children)
+            depth[id(node)] = 1 + max((depth[id(c)] for c in children), default=0)
+            line = node.start_mark.line + 1
+            if size[id(node)] > MAX_YAML_VALUES:
+                raise YamlRefused(f"its aliases expand to more than {MAX_YAML_VALUES:,} values (an alias bomb?): the value that starts at line {line} alone holds {size[id(node)]:,}",
+                                  "write the values out, or use fewer aliases (*name)", line)
+            if depth[id(node)] > MAX_YAML_DEPTH:
+                raise YamlRefused(f"its aliases nest sections and lists more than {MAX_YAML_DEPTH} deep (from line {line})",
+                                  "write the values out, or use fewer aliases (*name)", line)
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in size)
+
+
+def parse_yaml(text: str, where: str, line_numbers: bool = True):
+    """The plain data of one YAML document, read by StrictLoader; any problem is a HarnessError naming `where`
+    (a file, or an option) and, with `line_numbers`, the line."""
+
+    def at(line: int | None, column: int | None = None) -> str:
+        if not line_numbers or line is None:
+            return where
+        return f"{where}, line {line}" + (f", column {column}" if column is not None else "")
+
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (StrictLoader is a SafeLoader)
+    except YamlRefused as e:
+        raise HarnessError(e.what, where=at(e.line), fix=e.fix) from None
+    except yaml.reader.ReaderError as e:
+        char = f"#x{e.character:04x}" if isinstance(e.character, int) else repr(e.character)
+        raise HarnessError(f"the text holds a control character ({char}, character {e.position + 1}), which YAML does not allow", where=where,
+                           fix="remove it: a protocol is plain text") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e)
+        if isinstance(e, yaml.constructor.ConstructorError) and "could not determine a constructor" in problem:
+            raise HarnessError(f"tag {problem.split('tag ', 1)[-1]} is not allowed: a protocol holds plain values", where=at(mark.line + 1 if mark else None),
+                               fix="remove the tag (the text beginning with '!'); write numbers, text, true/false, lists and sections") from None
+        if isinstance(e, yaml.composer.ComposerError) and "another document" in problem:
+            raise HarnessError("the text holds more than one YAML document (a second one starts here, after '---')", where=at(mark.line + 1 if mark else None),
+                               fix="a protocol is one document: remove the '---' line, and merge or remove what follows it") from None
+        raise HarnessError(f"YAML syntax error: {problem}", where=at(mark.line + 1, mark.column + 1) if mark else where,
+                           fix="correct the YAML at that place (indentation, a missing ':' or an unclosed quote or bracket)") from None
+    except ValueError as e:  # a whole number of more than 4,300 digits
+        raise HarnessError(f"a value cannot be read: {str(e).split(';')[0]}", where=where, fix="write numbers with fewer digits") from None
+    except RecursionError:  # not reached: StrictLoader bounds the nesting first
+        raise HarnessError("the YAML is nested too deep to read", where=where, fix=f"nest sections and lists at most {MAX_YAML_DEPTH} deep") from None
+
+
 def _read_yaml(path: Path) -> dict:
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_PROTOCOL_BYTES:
+            raise HarnessError(f"the file is {size:,} bytes, more than the {MAX_PROTOCOL_BYTES:,} a protocol file may have", where=str(path),
+                               fix="a protocol is a few dozen lines: check that this is the file you meant")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_PROTOCOL_BYTES + 1)
+        if len(raw) > MAX_PROTOCOL_BYTES:
+            raise HarnessError(f"the file holds more than the {MAX_PROTOCOL_BYTES:,} bytes a protocol file may have", where=str(path),
+                               fix="a protocol is a few dozen lines: check that this is the file you meant")
+        text = raw.decode("utf-8")
     except OSError as e:
         raise HarnessError(f"cannot read protocol file {path}: {e.strerror or e}", fix="check the path and its permissions") from None
     except UnicodeDecodeError as e:
         raise HarnessError(f"protocol file {path} is not UTF-8 text (byte {e.start})", fix="save the file as UTF-8 text") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
-        problem = getattr(e, "problem", None) or str(e)
-        raise HarnessError(f"YAML syntax error: {problem}", where=at, fix="correct the YAML at that place (indentation, a missing ':' or an unclosed quote or bracket)") from None
+    data = parse_yaml(text, str(path))
     if data is None:
-        return {}
+        raise HarnessError("the protocol file is empty (or holds only comments)", where=str(path),
+                           fix="write its fields, e.g. `way: 5`, or remove the file (and the include: of it)")
     if not isinstance(data, dict):
         raise HarnessError("a protocol must be a mapping of field: value", where=str(path), fix="start the file with fields such as `way: 5`")
     return data
 
 
-def _read_with_includes(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict]:
+def _read_with_includes(path: Path, chain: tuple[Path, ...], files: list[Path] | None = None) -> tuple[dict, dict]:
+    """(data, origins) of `path` with its includes merged under it; `files` collects every file read, whose
+    number is bounded (a file that includes another ten times, each of which does the same, ...)."""
+    files = [] if files is None else files
     path = path.resolve()
     if path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path))
         raise HarnessError(f"protocol files include each other in a cycle: {cycle}", fix="remove one of the include: lines")
+    files.append(path)
+    if len(files) > MAX_INCLUDED_FILES:
+        raise HarnessError(f"the protocol reads more than {MAX_INCLUDED_FILES} files through include: (the same file included again counts again)",
+                           where=f"{chain[-1] if chain else path}, field 'include'", fix="include each file once, and keep the chain of includes short")
     data = _read_yaml(path)
     includes = data.pop("include", [])
     if isinstance(includes, str):
@@ -209,7 +374,7 @@ def _read_with_includes(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict
         inc_path = path.parent / inc
         if not inc_path.is_file():
             raise HarnessError(f"included file {inc_path} does not exist", where=f"{path}, field 'include'", fix="include: takes a path relative to the including file")
-        sub, sub_origins = _read_with_includes(inc_path, (*chain, path))
+        sub, sub_origins = _read_with_includes(inc_path, (*chain, path), files)
         _merge(merged, sub)
         origins.update(sub_origins)
     _merge(merged, data)
@@ -238,9 +403,11 @@ def _apply_override(data: dict, origins: dict, text: str) -> None:
         raise HarnessError(f"override '{text}' is not of the form field=value", fix="write e.g. --set way=10 or --set dataset.root=/data/hmdb51")
     dotted, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+        value = yaml.load(raw, Loader=StrictLoader) if raw.strip() else ""  # noqa: S506 (a SafeLoader)
+    except YamlRefused as e:  # a duplicate key, an alias bomb, ...: refused, never taken as text
+        raise HarnessError(f"the value of --set {dotted.strip()} is refused: {e.what}", where=f"--set, field '{dotted.strip()}'", fix=e.fix) from None
+    except (yaml.YAMLError, ValueError):
+        value = raw  # not YAML: the text as it is (a path with ': ' in it, say)
     node = data
     *parents, last = dotted.strip().split(".")
     for p in parents:
@@ -328,10 +495,16 @@ def _check_values(p: Protocol) -> None:
         if not ok:
             raise HarnessError(what, where=p.where(dotted), fix=fix)
 
+    # names become folders (results/<name>/, checkpoints/<name>/) and file names (pretrained weights)
+    for dotted, value in (("name", p.name), ("dataset.name", p.dataset.name)):
+        problem = name_problem(value)
+        need(problem is None, dotted, f"{dotted} cannot be used as a folder or file name: {problem}", f"use {NAME_RULE}")
     need(p.way >= 2, "way", f"way must be at least 2, got {p.way}", "a few-shot episode chooses between 2 or more classes; the literature uses 5")
     need(p.shot >= 1, "shot", f"shot must be at least 1, got {p.shot}", "use 1 or 5 as the literature does")
     need(p.query_per_class >= 1, "query_per_class", f"query_per_class must be at least 1, got {p.query_per_class}", "the literature uses 1 at test time")
     need(p.episodes >= 1, "episodes", f"episodes must be at least 1, got {p.episodes}", "the literature uses 10000")
+    need(p.episodes <= MAX_EPISODES, "episodes", f"episodes must be at most {MAX_EPISODES:,}, got {p.episodes:,}",
+         f"the literature uses 10000; beyond {MAX_EPISODES:,} the interval no longer narrows (README: How sure is a number), and sampling alone would take hours")
     need(p.seed >= 0, "seed", f"seed must be a non-negative whole number, got {p.seed}", "use e.g. seed: 0")
     need(p.dataset.part in PARTS, "dataset.part", f"dataset.part must be one of {', '.join(PARTS)}, got '{p.dataset.part}'", "evaluate on test; train and val are for training and model selection")
     need(p.dataset.bad_videos in ("error", "exclude"), "dataset.bad_videos", f"dataset.bad_videos must be 'error' or 'exclude', got '{p.dataset.bad_videos}'", "use 'error' (the default) to stop at a missing or short video")
@@ -344,6 +517,8 @@ def _check_values(p: Protocol) -> None:
     need(len(f.std) == 3 and all(s > 0 for s in f.std), "frames.std", f"frames.std must be 3 positive values, got {list(f.std)}", "write e.g. [1.0, 1.0, 1.0]")
     check_train_spec(p.train, p.where)
     for method, settings in p.methods.items():
+        problem = name_problem(method)
+        need(problem is None, "methods", f"methods holds a section named {method!r}, which is no method name: {problem}", "name a registered method (`python bench.py list`)")
         need(isinstance(settings, dict), f"methods.{method}", f"settings of method '{method}' must be a section of name: value", "write e.g. methods: {staf: {alpha: 1.0}}")
 
 
@@ -362,6 +537,13 @@ def check_train_spec(t: TrainSpec, where: typing.Callable[[str], str]) -> None:
     need("crop", lambda v: v in ("random", "centre"), "must be 'random' or 'centre'", "use random (TRX's train-time crop) or centre (STAF's)")
     for name in ("steps", "tasks_per_batch", "query_per_class", "val_every", "val_episodes"):
         need(name, lambda v: v >= 1, "must be at least 1", f"write a whole number of 1 or more, {default}")
+    need("val_episodes", lambda v: v <= MAX_EPISODES, f"must be at most {MAX_EPISODES:,}", "the references select on a few hundred to a few thousand val episodes")
+    for name in ("steps", "tasks_per_batch"):
+        need(name, lambda v: v <= MAX_TRAIN_EPISODES, f"must be at most {MAX_TRAIN_EPISODES:,} (train.steps x train.tasks_per_batch is the number of training episodes)",
+             f"the references train on 100,000 to 128,000 episodes; at most {MAX_TRAIN_EPISODES:,} in all")
+    if t.steps is not None and t.tasks_per_batch is not None:
+        need("tasks_per_batch", lambda v: v * t.steps <= MAX_TRAIN_EPISODES, f"times train.steps ({t.steps:,}) is {t.steps * t.tasks_per_batch:,} training episodes, more than {MAX_TRAIN_EPISODES:,}",
+             f"lower train.steps or train.tasks_per_batch; the references train on 100,000 to 128,000 episodes")
     need("jitter", lambda v: v >= 0, "must not be negative", "write 0 for no jitter, or the most frames the ends may move")
     need("lr", lambda v: v > 0, "must be positive", f"write e.g. 0.001, {default}")
     need("momentum", lambda v: 0 <= v < 1, "must be at least 0 and below 1", "write e.g. 0.9, or 0 for plain SGD")

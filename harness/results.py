@@ -30,6 +30,7 @@ from harness.console import log
 from harness.errors import HarnessError
 from harness.files import atomic_link_files, atomic_write_bytes, atomic_write_files, json_bytes
 from harness.locks import file_lock
+from harness.names import check_name
 from harness.verify import verify_run
 
 RUNS = "runs"
@@ -42,6 +43,8 @@ def record_line(record: dict) -> str:
 
 class RunFolder:
     def __init__(self, results: Path, protocol: str, method: str, fingerprint: str):
+        check_name(protocol, f"protocol name {protocol!r}")  # folders under `results`, never paths out of it
+        check_name(method, f"method name {method!r}")
         self.dir = results / protocol / method
         self.fingerprint = fingerprint
         self.run_dir = self.dir / RUNS / fingerprint

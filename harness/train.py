@@ -35,7 +35,7 @@ from harness.files import atomic_write_json, atomic_write_text
 from harness.data.clips import augment, jittered_indices, load_clip, read_frames
 from harness.locks import file_lock
 from harness.pipeline import Settings, backbone_for, build_head, features_for, head_settings, load_index, remove_stale_temporaries, state_sha256
-from harness.protocol import Protocol, TrainSpec, train_spec
+from harness.protocol import MAX_TRAIN_EPISODES, Protocol, TrainSpec, train_spec
 from harness.provenance import head_code, sources_sha256
 from harness.results import record_line
 from methods import feature_view
@@ -154,6 +154,21 @@ def _finished_summary(out: Path, common: dict, state: dict) -> dict | None:
     return summary
 
 
+def _check_request(p: Protocol, method: str, t: dict, source: dict) -> None:
+    """Before any video is read: the head's settings (against the predicted backbone map), and the training and
+    val episodes (at most MAX_TRAIN_EPISODES and MAX_EPISODES, and their memory)."""
+    from harness.limits import check_episodes, predicted_context
+
+    head_settings(p, method, context=predicted_context(p))
+    places = {"protocol": lambda f: p.where(f"train.{f}"), "method": lambda f: f"{method}'s train_defaults, field 'train.{f}'", "harness": lambda f: f"harness.train.DEFAULTS, field 'train.{f}'"}
+    n = t["steps"] * t["tasks_per_batch"]
+    if n > MAX_TRAIN_EPISODES:
+        raise HarnessError(f"train.steps {t['steps']:,} x train.tasks_per_batch {t['tasks_per_batch']:,} is {n:,} training episodes, more than {MAX_TRAIN_EPISODES:,}",
+                           where=places[source["steps"]]("steps"), fix="lower train.steps or train.tasks_per_batch; the references train on 100,000 to 128,000 episodes")
+    check_episodes(n, places[source["steps"]]("steps"), p.way, p.shot, t["query_per_class"], what="training episodes", most=MAX_TRAIN_EPISODES, records=False)
+    check_episodes(t["val_episodes"], places[source["val_episodes"]]("val_episodes"), p.way, p.shot, p.query_per_class, what="val episodes")
+
+
 def train(p: Protocol, method: str, s: Settings, resume: bool = False, out: Path | None = None) -> dict:
     """Train `method` under protocol `p`; return the training summary (what was selected, on what).
 
@@ -166,6 +181,7 @@ def train(p: Protocol, method: str, s: Settings, resume: bool = False, out: Path
     if resume and s.recompute:
         raise HarnessError("--resume continues a stopped training and --recompute starts it again: pass one of them")
     t, source = resolve_train_settings(p, head_cls)
+    _check_request(p, method, t, source)
     out = out or checkpoint_dir(s.home, p.name, method)
     # one training per folder at a time: a second process waits, then resumes or finds the run finished
     with file_lock(out / ".lock", what=f"training {method} on {p.name}"):
@@ -188,7 +204,7 @@ def _train(p: Protocol, method: str, s: Settings, t: dict, source: dict, resume:
 
     torch.manual_seed(t["seed"])
     context = {"feature_shape": tuple(train_maps.shape[1:]), "num_train_classes": len(train_index.classes)}
-    head = build_head(method, head_settings(p, method), context, p.where(f"methods.{method}")).to(s.device)
+    head = build_head(method, head_settings(p, method, context=context), context, p.where(f"methods.{method}"), p).to(s.device)
     backbone.to(s.device)
     params = list(head.parameters()) + (list(backbone.parameters()) if finetune else [])
     opt = _optimizer(params, t)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from methods.base import Head, class_means, in_episode_blocks, per_episode
 from methods.registry import register
+from methods.settings import Flag, Number
 
 
 def soft_dtw(D: torch.Tensor, lam: float) -> torch.Tensor:
@@ -51,6 +52,8 @@ class OTAM(Head):
     trainable = False
     #: episodes per block in `forward`; the DP's Python loop is paid once per block
     episodes_per_block = 256
+    #: lam: the soft-min temperature (the reference's 0.1)
+    settings_schema = {"lam": Number(above=0), "bidirectional": Flag()}
 
     def __init__(self, lam: float = 0.1, bidirectional: bool = True):
         super().__init__()

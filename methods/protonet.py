@@ -15,11 +15,13 @@ import torch.nn.functional as F
 
 from methods.base import Head, class_means
 from methods.registry import register
+from methods.settings import Choice, Number
 
 
 @register("protonet")
 class ProtoNet(Head):
     view = "vector"
+    settings_schema = {"metric": Choice("euclidean", "cosine"), "scale": Number(above=0)}
 
     def __init__(self, metric: str = "euclidean", scale: float = 10.0):
         super().__init__()

@@ -7,10 +7,13 @@
     head.settings                     # {"metric": "cosine", "scale": 10.0}: every setting, defaults included
 
 The registry, not the head, records a head's settings: the constructor's arguments resolved against its
-signature, as plain JSON data, which results and checkpoints store and from which a head is rebuilt.
+signature, as plain JSON data, which results and checkpoints store and from which a head is rebuilt. It also
+checks them against the head's `settings_schema` (methods/settings.py: the kind and bounds of each setting)
+whenever it resolves them, so a value the head cannot use is refused, named, before anything is built.
 """
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import functools
 import inspect
@@ -18,6 +21,9 @@ import json
 from typing import Callable
 
 from torch import nn
+
+from harness.names import NAME_RULE, name_problem
+from methods.settings import Setting
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
 
@@ -33,22 +39,45 @@ class UnknownMethodError(KeyError):
 
 
 class SettingsError(TypeError):
-    """A head setting that is unknown, missing, or cannot be stored as JSON."""
+    """A head setting that is unknown, missing, cannot be stored as JSON, or is outside what the head's
+    `settings_schema` allows. `setting` names it (None: the settings as a whole), `fix` says what to write."""
+
+    def __init__(self, message: str, *, method: str | None = None, setting: str | None = None, fix: str | None = None):
+        super().__init__(message)
+        self.method, self.setting, self.fix = method, setting, fix
 
 
 def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator: make a head visible under `name` (lower case, as typed on a command line), and make
     every instance record the settings it was built with (`head.settings`, see `resolve_settings`)."""
 
+    problem = name_problem(name)
+    if problem:  # the name becomes a folder of results and checkpoints
+        raise ValueError(f"method name {name!r} cannot be registered: {problem}; a method name is {NAME_RULE}")
+
     def add(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"method name '{name}' is already registered by {_REGISTRY[name].__module__}")
+        _check_schema(name, cls)
         cls.method_name = name
         _record_settings(cls)
         _REGISTRY[name] = cls
         return cls
 
     return add
+
+
+def _check_schema(name: str, cls: type[nn.Module]) -> None:
+    """A head's `settings_schema` must name constructor settings, each with a kind from methods.settings."""
+    schema = getattr(cls, "settings_schema", {})
+    params = _setting_parameters(cls)
+    if not isinstance(schema, dict):
+        raise ValueError(f"method '{name}': settings_schema must be a dict of setting name -> Number(...), Integer(...), Choice(...), ...")
+    for key, spec in schema.items():
+        if key not in params:
+            raise ValueError(f"method '{name}': settings_schema names '{key}', which is not a setting of its constructor ({', '.join(params) or 'none'})")
+        if not isinstance(spec, Setting):
+            raise ValueError(f"method '{name}': settings_schema['{key}'] is {spec!r}, not a kind from methods.settings (Number, Integer, Integers, Choice, Flag)")
 
 
 def _record_settings(cls: type[nn.Module]) -> None:
@@ -59,11 +88,15 @@ def _record_settings(cls: type[nn.Module]) -> None:
 
     @functools.wraps(init)
     def recording_init(self, *args, **kwargs):
-        init(self, *args, **kwargs)
         bound = inspect.signature(init).bind(self, *args, **kwargs)
         bound.apply_defaults()
-        given = {k: v for k, v in list(bound.arguments.items())[1:] if k not in CONTEXT_ARGS}
-        self.settings = plain_settings(getattr(cls, "method_name", cls.__name__), given)
+        arguments = list(bound.arguments.items())[1:]
+        given = {k: v for k, v in arguments if k not in CONTEXT_ARGS}
+        name = getattr(cls, "method_name", cls.__name__)
+        settings = plain_settings(name, given)
+        _check_against_schema(name, cls, settings, {k: v for k, v in arguments if k in CONTEXT_ARGS})  # however the head is built
+        init(self, *args, **kwargs)
+        self.settings = settings
 
     recording_init.records_settings = True
     cls.__init__ = recording_init
@@ -94,32 +127,69 @@ def plain_settings(name: str, settings: dict) -> dict:
             text = json.dumps(value, allow_nan=False, sort_keys=True)
         except (TypeError, ValueError) as e:
             raise SettingsError(f"method '{name}' setting '{key}' = {value!r} cannot be stored as JSON ({e}); settings must be "
-                                "numbers (finite), strings, booleans, null, or lists and mappings of them") from None
+                                "numbers (finite), strings, booleans, null, or lists and mappings of them",
+                                method=name, setting=key, fix=f"give methods.{name}.{key} a finite number, text, true/false, or a list of them") from None
         out[key] = json.loads(text)
     return out
 
 
-def resolve_settings(name: str, config: dict) -> dict:
+def check_settings(name: str, settings: dict, context: dict | None = None) -> None:
+    """Each setting of head `name` that its `settings_schema` names, against its kind and bounds (bounds that are
+    facts of the run, such as the backbone map's frames, where `context` holds them); the first one outside is a
+    SettingsError naming it, its value, what it may be, and the default where that is allowed."""
+    _check_against_schema(name, get(name), settings, context)
+
+
+def _check_against_schema(name: str, cls, settings: dict, context: dict | None) -> None:
+    schema = getattr(cls, "settings_schema", {})
+    params = _setting_parameters(cls)
+    for key, spec in schema.items():
+        if key not in settings:
+            continue
+        value = settings[key]
+        problem = spec.problem(value, context)
+        if problem is None:
+            continue
+        default = params[key].default
+        if default is not inspect.Parameter.empty and spec.problem(json.loads(json.dumps(default)), context) is None and default != value:
+            fix = f"set methods.{name}.{key} to {spec.describe(context)}, or leave it out for the default ({json.dumps(default)})"
+        else:
+            fix = f"set methods.{name}.{key} to {spec.describe(context)}"
+        raise SettingsError(f"method '{name}' setting '{key}' {problem}, got {json.dumps(value)}", method=name, setting=key, fix=fix)
+
+
+def resolve_settings(name: str, config: dict, context: dict | None = None) -> dict:
     """Every setting of head `name` as its constructor will receive it: the given ones, then the defaults of
-    the rest, as plain JSON data. An unknown setting, or a required one not given, is a SettingsError."""
+    the rest, as plain JSON data. An unknown setting, a required one not given, or a value outside the head's
+    `settings_schema` (see `check_settings`; `context`: the facts of the run its bounds may name) is a SettingsError."""
     params = _setting_parameters(get(name))
-    unknown = sorted(k for k in config if k not in params)
+    if not isinstance(config, dict):
+        raise SettingsError(f"the settings of method '{name}' must be a section of name: value, got {config!r}", method=name,
+                            fix=f"write e.g. methods: {{{name}: {{{next(iter(params), 'setting')}: ...}}}}")
+    unknown = sorted((k for k in config if k not in params), key=str)
     if unknown:
-        raise SettingsError(f"method '{name}' has no setting {', '.join(map(repr, unknown))}; its settings are: {', '.join(params) or '(none)'}")
+        near = difflib.get_close_matches(str(unknown[0]), list(params), n=1)
+        raise SettingsError(f"method '{name}' has no setting {', '.join(map(repr, unknown))}; its settings are: {', '.join(params) or '(none)'}",
+                            method=name, setting=str(unknown[0]),
+                            fix=f"did you mean '{near[0]}'?" if near else f"use the settings its constructor takes: {', '.join(params) or '(none)'}")
     missing = [k for k, p in params.items() if k not in config and p.default is p.empty]
     if missing:
-        raise SettingsError(f"method '{name}' needs the setting{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}, which has no default")
-    return plain_settings(name, {k: config[k] if k in config else p.default for k, p in params.items()})
+        raise SettingsError(f"method '{name}' needs the setting{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}, which has no default",
+                            method=name, setting=missing[0], fix=f"set methods.{name}.{missing[0]} in the protocol")
+    settings = plain_settings(name, {k: config[k] if k in config else p.default for k, p in params.items()})
+    check_settings(name, settings, context)
+    return settings
 
 
 def create(name: str, context: dict | None = None, **config) -> nn.Module:
     """Build the head registered as `name` with its resolved settings (recorded as `head.settings`).
 
     `config` holds its hyper-parameters (from YAML); `context` holds facts of the run (`feature_shape`, the
-    backbone map's (C, T, H, W); `num_train_classes`), passed only to heads whose constructor names them.
+    backbone map's (C, T, H, W); `num_train_classes`), passed only to heads whose constructor names them, and
+    against which the settings' bounds are checked.
     """
     cls = get(name)
-    settings = resolve_settings(name, config)
+    settings = resolve_settings(name, config, context)
     accepted = inspect.signature(cls.__init__).parameters
     facts = {k: v for k, v in (context or {}).items() if k in accepted}
     return cls(**facts, **settings)

@@ -26,6 +26,7 @@ from torch import nn
 
 from methods.base import Head, group_by_class, in_episode_blocks, per_episode
 from methods.registry import register
+from methods.settings import Integer, Number
 
 #: the reference's BatchNorm calls in one training forward, in the order it makes them (`lxhit/STAF`,
 #: models/cam_r3d.py, CAM.forward): get_self_attention(prototypes, queries) fuses the prototypes' self-correlation,
@@ -76,6 +77,10 @@ class STAF(Head):
                       "tasks_per_batch": 64, "query_per_class": 1, "val_every": 100, "crop": "centre", "flip": True, "jitter": 5}
     #: episodes per block in `forward` (see `in_episode_blocks`)
     episodes_per_block = 4
+    #: alpha weighs the self-attention similarity, lamda the few-shot loss against the global one; scale multiplies
+    #: the cosine similarities; temperature sharpens the attention softmax; hidden: the fusion's width (6)
+    settings_schema = {"alpha": Number(at_least=0), "lamda": Number(at_least=0), "scale": Number(above=0),
+                       "temperature": Number(above=0), "hidden": Integer(at_least=1, at_most=4096)}
 
     def __init__(self, feature_shape=None, num_train_classes: int | None = None, alpha: float = 1.0, lamda: float = 0.5,
                  scale: float = 7.0, temperature: float = 0.025, hidden: int = 6):

@@ -33,6 +33,7 @@ from torch import nn
 
 from methods.base import Head, group_by_class, in_episode_blocks, per_episode
 from methods.registry import register
+from methods.settings import MAP_FRAMES, Integer, Integers, Number
 from methods.staf import _check_keys, _reference_items
 
 
@@ -153,6 +154,21 @@ def _slot_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out.view(Q, wt, way, shot, wt).permute(0, 2, 3, 1, 4)
 
 
+#: the most ordered frame tuples one cardinality w may make (C(T, w)): attention runs over tuples x support tuples,
+#: so its cost grows with the square (T = 8 makes at most 70; T = 16, w = 4 makes 1,820)
+MAX_TUPLES = 2000
+
+
+def _too_many_tuples(temporal_set, context) -> str | None:
+    frames = MAP_FRAMES.value(context)
+    if frames is None:
+        return None
+    for w in temporal_set:
+        if 1 <= w <= frames and math.comb(frames, w) > MAX_TUPLES:
+            return f"makes {math.comb(frames, w):,} tuples of {w} of the T = {frames} time steps of the backbone map, more than {MAX_TUPLES:,}"
+    return None
+
+
 @register("trx")
 class TRX(Head):
     """Embedded video (`embed`): one flat vector per video, for each cardinality in turn the parts of
@@ -168,6 +184,10 @@ class TRX(Head):
                       "tasks_per_batch": 16, "query_per_class": 5, "crop": "random", "flip": True, "jitter": 5}
     #: episodes per block in `forward` (see `in_episode_blocks`)
     episodes_per_block = 8
+    #: temporal_set: the tuple cardinalities (each 1..T, the map's frames, and at most MAX_TUPLES tuples each);
+    #: dim: the key/value width (the reference's 1152); dropout before the keys; pe_scale: the positional code's
+    settings_schema = {"temporal_set": Integers(at_least=1, at_most=MAP_FRAMES, distinct=True, max_items=8, also=lambda v, c: _too_many_tuples(v, c)),
+                       "dim": Integer(at_least=1, at_most=16384), "dropout": Number(at_least=0, below=1), "pe_scale": Number(at_least=0)}
 
     def __init__(self, feature_shape=None, temporal_set=(2, 3), dim: int = 1152, dropout: float = 0.1, pe_scale: float = 0.1):
         super().__init__()

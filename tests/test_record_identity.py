@@ -52,7 +52,7 @@ def test_editing_a_head_scores_again_and_reverting_finds_the_earlier_run(protoco
     original = head_file.read_text()
 
     first, _ = _bench(checkout, *command)
-    negated = original.replace("return -((query.unsqueeze(2) - prototypes.unsqueeze(1)) ** 2).sum(-1)", "return ((query.unsqueeze(2) - prototypes.unsqueeze(1)) ** 2).sum(-1)")
+    negated = original.replace("return -(((query - r).unsqueeze(2)", "return (((query - r).unsqueeze(2)")
     assert negated != original
     head_file.write_text(negated)
     edited, out = _bench(checkout, *command)
@@ -225,7 +225,7 @@ def test_summary_holds_every_documented_field_and_documents_every_field(protocol
     assert written["schema_version"] == 3 and written["processes"] == 1 and written["resumed_episodes"] == 0
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", written["created_utc"])
     assert {"harness_version", "head_sha256", "head_modules", "backbone_code_sha256", "git_commit", "git_dirty"} <= set(written["code"])
-    assert written["code"]["head_modules"] == ["methods.base", "methods.protonet", "methods.registry"]
+    assert written["code"]["head_modules"] == ["methods.base", "methods.protonet", "methods.registry", "methods.settings"]
     assert written["environment"]["torch_threads"] >= 1 and written["environment"]["cuda"] is None
 
 

@@ -16,6 +16,12 @@ _BACKBONES: dict[str, Callable[[], nn.Module]] = {}
 
 
 def register_backbone(name: str):
+    from harness.names import NAME_RULE, name_problem
+
+    problem = name_problem(name)
+    if problem:  # the name becomes part of feature-store folders and weight file names
+        raise ValueError(f"backbone name {name!r} cannot be registered: {problem}; a backbone name is {NAME_RULE}")
+
     def add(factory: Callable[[], nn.Module]):
         _BACKBONES[name] = factory
         return factory

@@ -10,9 +10,12 @@ fingerprint covers the rest, which is the bytes that are decoded:
   (adding or removing a frame changes the count, and so the positions: that is covered). The same frame files give the
   same fingerprint in a folder or in a zip (a zip member's bytes are read, decompressed, and hashed as they
   would be from disk): the pixels are the same, so are the features.
-* **video files** (mp4, avi, webm, mkv): the frame count the index found (packets or decoded frames) and the
-  file's size and SHA-256. The loader decodes the whole file for every clip, so hashing it costs less than the
+* **video files** (mp4, avi, webm, mkv): the frame count the index found (the decoded frames) and the file's
+  size and SHA-256. The loader decodes the whole file for every clip, so hashing it costs less than the
   decode it saves, and a frame position means nothing without the bytes before it.
+* **both**: the name of the rule that turns the bytes into 8-bit RGB pixels (`harness.data.sources.DECODING`:
+  how 16-bit, grey, palette, alpha and CMYK images become RGB, see that module). A change of rule changes every
+  fingerprint, so features decoded under another rule are never served.
 
 Neither absolute paths nor modification times enter a fingerprint: a moved or copied data root, or a data home
 shared between machines, gives the same fingerprints, and frames overwritten in place (which keeps their
@@ -37,11 +40,10 @@ from pathlib import Path
 
 from harness.data.clips import uniform_indices
 from harness.data.index import FILE, FRAMES, ZIP, Video, VideoIndex, list_frames
-from harness.data.sources import SourceError, zip_tree
+from harness.data.sources import DECODING, SourceError, file_problem, file_sha256, read_frame_file, zip_tree
 from harness.errors import HarnessError
 from harness.protocol import FramesSpec, canonical_json, frames_key
 
-_CHUNK = 1 << 20  # bytes read at a time when hashing a video file
 #: video fingerprints of this process: (path, zip member, kind, frame count, positions read) -> (stamp, fingerprint)
 _VIDEOS: dict[tuple, tuple[tuple, str]] = {}
 #: index fingerprints of this process: (id of the index, frames key) -> fingerprint; dropped with the index
@@ -59,8 +61,9 @@ def _positions(n_frames: int, count: int) -> tuple[int, ...]:
 
 
 def video_fingerprint(video: Video, frames: FramesSpec) -> str:
-    """The content fingerprint of a video (see the module docstring): 'frames:<frame count>:<SHA-256 hex>' for
-    a frame folder or zip member, 'file:<frame count>:<bytes>:<SHA-256 hex>' for a video file. Raises
+    """The content fingerprint of a video (see the module docstring): 'frames:<frame count>:<SHA-256 hex>:<rule>'
+    for a frame folder or zip member, 'file:<frame count>:<bytes>:<SHA-256 hex>:<rule>' for a video file, where
+    <rule> is the decoding rule's name (`harness.data.sources.DECODING`). Raises
     HarnessError when the video cannot be read or its frame count changed since it was indexed."""
     if video.kind not in (FRAMES, ZIP, FILE):
         raise HarnessError(f"video {video.key} has an unknown kind '{video.kind}'")
@@ -98,15 +101,22 @@ def index_fingerprint(index: VideoIndex, frames: FramesSpec) -> str:
 
 def _stamp(video: Video, positions: tuple[int, ...]) -> tuple:
     """What a remembered fingerprint is checked against: the size, modification and change times, device and
-    inode of the files read (the frames at `positions`, with their names; the zip; the video file)."""
+    inode of the files read (the frames at `positions`, with their names; the zip; the video file). A file
+    that is no longer a regular one holding bytes is an error here, before anything opens it."""
     if video.kind == FRAMES:
         names, folder = _frame_names(video), os.fspath(video.path)
-        return tuple((names[i], _stat_stamp(os.path.join(folder, names[i]))) for i in positions)  # no pathlib: 3x faster
-    return _stat_stamp(video.path)
+        return tuple((names[i], _stat_stamp(os.path.join(folder, names[i]), video)) for i in positions)  # no pathlib: 3x faster
+    return _stat_stamp(video.path, video)
 
 
-def _stat_stamp(path: str | Path) -> tuple[int, ...]:
+def _stat_stamp(path: str | Path, video: Video) -> tuple[int, ...]:
     st = os.stat(path)
+    if video.kind != ZIP and (why := file_problem(path, st)) is not None:
+        raise HarnessError(
+            f"{path} is {why}",
+            where=f"video {video.key}",
+            fix="restore the file; the data changed after it was indexed, so run again to have it checked",
+        )
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev, st.st_ino)
 
 
@@ -138,13 +148,16 @@ def _frames_fingerprint(video: Video, positions: tuple[int, ...]) -> str:
     for i in positions:
         data = _read_frame(video, names[i])
         h.update(len(data).to_bytes(8, "little") + data)
-    return f"frames:{video.n_frames}:{h.hexdigest()}"
+    return f"frames:{video.n_frames}:{h.hexdigest()}:{DECODING}"
 
 
 def _read_frame(video: Video, name: str) -> bytes:
     """The bytes of one frame file: from the folder, or the zip member decompressed (its CRC checked)."""
     if video.kind == FRAMES:
-        return (video.path / name).read_bytes()
+        try:
+            return read_frame_file(video.path / name)
+        except SourceError as e:
+            raise HarnessError(str(e), where=f"video {video.key}", fix="restore the file; the data changed after it was indexed, so run again to have it checked") from None
     try:
         tree = zip_tree(video.path)
         return tree.zip.read(tree.infos[name])
@@ -153,11 +166,7 @@ def _read_frame(video: Video, name: str) -> bytes:
 
 
 def _file_fingerprint(video: Video) -> str:
-    """Kind "file": the frame count the index found, the file's size and the SHA-256 of all its bytes."""
-    h = hashlib.sha256()
-    size = 0
-    with open(video.path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return f"file:{video.n_frames}:{size}:{h.hexdigest()}"
+    """Kind "file": the frame count the index found, the file's size and the SHA-256 of all its bytes (hashed
+    once in a process: the index hashed it already)."""
+    size, sha256 = file_sha256(video.path)
+    return f"file:{video.n_frames}:{size}:{sha256}:{DECODING}"
