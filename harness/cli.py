@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import re
 import sys
 import time
@@ -89,11 +90,39 @@ def cmd_synth(args) -> int:
     from harness.data.synthetic import SyntheticSpec
     from harness.pipeline import generate_synthetic
 
+    _check_synth(args)
     spec = SyntheticSpec(seed=args.seed, videos_per_class=args.videos_per_class, frames=args.frames, size=args.size)
     started = time.perf_counter()
     root = generate_synthetic(Path(args.out), spec, False if args.quiet else None, workers=args.workers or min(2, os.cpu_count() or 1))
     print(f"synthetic benchmark in {root} ({time.perf_counter() - started:.1f} s)")
     return 0
+
+
+#: what `synth` accepts: option -> (least, most); the most keep one run under about 100 GB of JPEG frames
+SYNTH_LIMITS = {"--videos-per-class": (3, 2000), "--frames": (3, 512), "--size": (16, 1024)}
+
+
+def _check_synth(args) -> None:
+    """Each size of `synth` within SYNTH_LIMITS, and the frames to write within what the disk could hold."""
+    for option, (least, most) in SYNTH_LIMITS.items():
+        value = getattr(args, option[2:].replace("-", "_"))
+        if not least <= value <= most:
+            raise HarnessError(f"{option}: {value} is outside {least}..{most}", fix=f"use {option} between {least} and {most}")
+    from harness.data.synthetic import SyntheticSpec
+
+    spec = SyntheticSpec()
+    videos = (spec.n_train + spec.n_val + spec.n_test) * args.videos_per_class
+    need = videos * args.frames * args.size * args.size * 3 // 10  # a JPEG frame of this noise-free scene: ~1/10 of its pixels' bytes
+    free = shutil.disk_usage(_existing_parent(Path(args.out))).free
+    if need > free:
+        raise HarnessError(f"--out {args.out}: {videos} videos of {args.frames} frames of {args.size}x{args.size} need about {need / 2**30:.1f} GiB, "
+                           f"{free / 2**30:.1f} GiB are free there", fix="use fewer --videos-per-class, --frames or a smaller --size, or another --out")
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def cmd_pretrain(args) -> int:

@@ -485,3 +485,18 @@ def test_the_shipped_protocols_pass_every_check():
         context = check_protocol(p, "cpu")
         assert context["feature_shape"] == {"tiny3d": (128, 8, 2, 2), "r3d50": (2048, 1, 7, 7), "resnet50": (2048, 8, 7, 7)}[p.backbone.name]
         assert os.path.basename(p.source).removesuffix(".yaml") == p.name
+
+
+@pytest.mark.parametrize("option,value", [("--size", "30000"), ("--size", "8"), ("--frames", "2"), ("--frames", "100000"), ("--videos-per-class", "0"),
+                                          ("--videos-per-class", "10000000")])
+def test_synth_refuses_sizes_it_cannot_write(capsys, tmp_path, option, value):
+    fails(capsys, ["synth", "--out", str(tmp_path / "out"), option, value], option, value)
+    assert not (tmp_path / "out").exists(), "refused before anything is written"
+
+
+def test_synth_refuses_what_the_disk_cannot_hold(capsys, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
+    fails(capsys, ["synth", "--out", str(tmp_path / "out")], "--out", "GiB", "are free there")
+    assert not (tmp_path / "out").exists()
