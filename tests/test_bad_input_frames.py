@@ -1,4 +1,4 @@
-"""Frames and video files that are not what they seem (issue 14, item 4).
+"""Frames and video files that are not what they seem.
 
 * Every kind of frame image becomes 8-bit RGB by the one rule of `harness.data.sources` (`DECODING`): each kind is
   checked against pixels computed here, without the harness: Pillow's own `convert("RGB")` for 8-bit kinds, and

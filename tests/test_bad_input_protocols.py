@@ -1,4 +1,4 @@
-"""Bad protocols, head settings, names and huge requests (issue 14, items 1, 2, 3 and 5), end to end through the
+"""Bad protocols, head settings, names and huge requests, end to end through the
 command line: every case exits 2 with one `error:` paragraph that names the culprit (file and line, field or
 option) and has a `fix:`, never shows a traceback, never hangs, and leaves what was stored before as it was.
 
