@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+import harness.packages  # noqa: F401  (the harness's own methods/, whatever sys.path holds)
 import methods
 from harness.checkpoints import checkpoint_dir
 from harness.console import log, progress_bar
@@ -187,7 +188,7 @@ def generate_pool(home: Path, pool: Pool, base: synthetic.SyntheticSpec, show_pr
         root.mkdir(parents=True, exist_ok=True)
         todo = [(c, [i for i in pool.video_indices if not synthetic._video_folder(root, spec, c, i).is_dir()]) for c in pool.classes]
         written = sum(len(missing) for _, missing in todo)
-        with progress_bar(f"{pool.level} pool {pool.number + 1}: videos", len(pool.classes) * pool.videos_per_class, show_progress) as advance:
+        with progress_bar(f"{pool.level} pool {pool.number + 1}: videos", len(pool.classes) * pool.videos_per_class, show_progress, unit="videos") as advance:
             if workers <= 1:
                 for name, missing in todo:
                     advance(pool.videos_per_class - len(missing))
@@ -242,10 +243,10 @@ def base_benchmark(p: Protocol, s) -> tuple[dict, list[str], int]:
     if not (isinstance(meta, dict) and meta.get("generator") == "harness.data.synthetic" and isinstance(meta.get("spec"), dict)
             and isinstance(meta.get("classes"), dict)):
         raise HarnessError(f"{root} does not hold a benchmark written by the synthetic generator (its {synthetic.METADATA_NAME} is missing or of another kind)",
-                           where=p.where("dataset.root"), fix="point dataset.root at a folder written by `python bench.py synth` or the quickstart")
+                           where=p.where("dataset.root"), fix="point dataset.root at a folder written by `fsv-bench synth` or the quickstart")
     if meta.get("version") != synthetic.GENERATOR_VERSION:
         raise HarnessError(f"{root} was written by synthetic generator version {meta.get('version')}, this harness's is {synthetic.GENERATOR_VERSION}: new pools would not be drawn from the same distribution",
-                           where=p.where("dataset.root"), fix="generate the benchmark again with this harness (`python bench.py synth`)")
+                           where=p.where("dataset.root"), fix="generate the benchmark again with this harness (`fsv-bench synth`)")
     unknown = [c for c in index.classes if c not in synthetic.CLASS_INDEX]
     if unknown:
         raise HarnessError(f"class '{unknown[0]}' of the {p.dataset.part} split is not a synthetic class", where=p.where("dataset.splits"), fix="use the split files the generator wrote")
@@ -260,16 +261,16 @@ def check_request(protocols: list[Protocol], method_names: list[str], pools: int
         if videos_per_class < need:
             raise HarnessError(f"--videos-per-class {videos_per_class}: an episode takes shot + query_per_class = {need} videos of a class", where="--videos-per-class",
                                fix=f"pass --videos-per-class N with N >= {need}, or leave it out for as many as the protocol's split has")
-    known = methods.list_methods()
     for name in method_names:
-        if name not in known:
-            raise HarnessError(f"unknown method '{name}'", where="--method", fix=f"use one of: {', '.join(known)} (or register your own in methods/)")
+        if not methods.registered(name):
+            raise HarnessError(f"unknown method '{name}'", where="--method",
+                               fix=f"use one of: {', '.join(methods.list_methods())}, or a Head class as package.module:Class (README: Adding a method)")
     for p in protocols:
         for name in method_names:  # `run` never trains: neither does calibrate
             path = checkpoint_dir(home, p.name, name) / "best.pt"
             if methods.get(name).trainable and not path.is_file():
                 raise HarnessError(f"method '{name}' has no trained checkpoint for protocol '{p.name}' ({path})",
-                                   fix=f"train one: python bench.py train --protocol {p.source} --method {name} (the quickstart trains every head)")
+                                   fix=f"train one: fsv-bench train --protocol {p.source} --method {name} (the quickstart trains every head)")
 
 
 # ------------------------------------------------------------------------------------------------- table
@@ -372,31 +373,34 @@ def calibrate(protocols: list[Protocol], method_names: list[str], s, pools: int,
     workers = max(1, min(2, os.cpu_count() or 1))
     runs, pool_sets = [], {level: {} for level in levels}
     counts = {"videos_generated": 0}
-    for level in levels:
-        level_started = time.perf_counter()
-        for number in range(pools):
-            for plan in plans:
-                p, pool = plan["protocol"], plan["pools"][level][number]
-                root, written = generate_pool(s.home, pool, plan["base"], s.show_progress, workers)
-                counts["videos_generated"] += written
-                what = f"{len(pool.classes)} classes x {pool.videos_per_class} new videos" + (" (generated now)" if written else "")
-                log(f"calibrate: {level} pool {number + 1}/{pools} for {p.name}: {what}")
-                pool_sets[level].setdefault(pool.key, {**pool.record(), "root": str(root), "n_videos": len(pool.classes) * pool.videos_per_class})
-                seed = episode_seed(p, level, number)
-                pp = pool_protocol(p, overrides, root, plan["weights"], seed)
-                pool_settings = dataclasses.replace(s, results=results_root(s.home) / pool.folder_name)
-                for name in method_names:
-                    summary = run_method(pp, name, pool_settings, n_episodes=plan["episodes"])
-                    if not summary:  # another rank of a torchrun job: rank 0 reports
-                        continue
-                    runs.append({
-                        "pools": level, "pool": number, "pool_key": pool.key, "protocol": p.name, "method": name, "way": p.way, "shot": p.shot,
-                        "episode_seed": seed, "n_episodes": summary["n_episodes"], "accuracy": summary["accuracy"],
-                        "intervals": {k: {f: summary["intervals"][k][f] for f in ("estimate", "low", "high", "half_width")} for k in LEVELS},
-                        "run_fingerprint": summary["run_fingerprint"],
-                        "summary": str(pool_settings.results / pp.name / name / "runs" / summary["run_fingerprint"] / "summary.json"),
-                    })
-        log(f"calibrate: {level} pools done in {time.perf_counter() - level_started:.0f} s")
+    # one step per pool of each protocol, all its methods scored on it: the rate and ETA of the whole job
+    with progress_bar("calibrate", len(levels) * pools * len(plans), s.show_progress, unit="pools") as pool_done:
+        for level in levels:
+            level_started = time.perf_counter()
+            for number in range(pools):
+                for plan in plans:
+                    p, pool = plan["protocol"], plan["pools"][level][number]
+                    root, written = generate_pool(s.home, pool, plan["base"], s.show_progress, workers)
+                    counts["videos_generated"] += written
+                    what = f"{len(pool.classes)} classes x {pool.videos_per_class} new videos" + (" (generated now)" if written else "")
+                    log(f"calibrate: {level} pool {number + 1}/{pools} for {p.name}: {what}")
+                    pool_sets[level].setdefault(pool.key, {**pool.record(), "root": str(root), "n_videos": len(pool.classes) * pool.videos_per_class})
+                    seed = episode_seed(p, level, number)
+                    pp = pool_protocol(p, overrides, root, plan["weights"], seed)
+                    pool_settings = dataclasses.replace(s, results=results_root(s.home) / pool.folder_name)
+                    for name in method_names:
+                        summary = run_method(pp, name, pool_settings, n_episodes=plan["episodes"])
+                        if not summary:  # another rank of a torchrun job: rank 0 reports
+                            continue
+                        runs.append({
+                            "pools": level, "pool": number, "pool_key": pool.key, "protocol": p.name, "method": name, "way": p.way, "shot": p.shot,
+                            "episode_seed": seed, "n_episodes": summary["n_episodes"], "accuracy": summary["accuracy"],
+                            "intervals": {k: {f: summary["intervals"][k][f] for f in ("estimate", "low", "high", "half_width")} for k in LEVELS},
+                            "run_fingerprint": summary["run_fingerprint"],
+                            "summary": str(pool_settings.results / pp.name / name / "runs" / summary["run_fingerprint"] / "summary.json"),
+                        })
+                    pool_done(1)
+            log(f"calibrate: {level} pools done in {time.perf_counter() - level_started:.0f} s")
     rows = coverage_rows(runs)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -421,18 +425,19 @@ def calibrate(protocols: list[Protocol], method_names: list[str], s, pools: int,
 
 
 def cmd_calibrate(args) -> int:
-    from harness.cli import _check_methods, _settings
+    from harness.cli import _check_methods, _method_specs, _settings
     from harness.limits import check_protocol
     from harness.pipeline import pick_device
 
-    _check_methods(args.method)
+    _method_specs(args)  # --method package.module:Class registered, before the protocols' methods: sections are checked
     device = pick_device(args.device)
     protocols = []
     for name in args.protocol:
         p = load_protocol(find_protocol(name), args.set)
         args.loaded_protocol = p  # errors that name a field are told which file set it
-        check_protocol(p, device, args.workers)  # backbone, head settings, frames against the backbone, memory
+        check_protocol(p, device, args.workers)  # backbone, imports, head settings, frames against the backbone, memory
         protocols.append(p)
+    _check_methods(args.method)  # after the protocols' imports:, which may register them
     if len({p.name for p in protocols}) < len(protocols):
         raise HarnessError("the same protocol was given twice", where="--protocol", fix="give each protocol once")
     levels = tuple(level for level in POOL_LEVELS if level in (args.level or POOL_LEVELS))

@@ -56,15 +56,15 @@ def _canonical(value):
 def load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         what = f"checkpoint {path} is not a file" if path.exists() else f"checkpoint {path} does not exist"
-        raise HarnessError(what, fix="pass --checkpoint a file written by `python bench.py train` or `python bench.py import-checkpoint`")
+        raise HarnessError(what, fix="pass --checkpoint a file written by `fsv-bench train` or `fsv-bench import-checkpoint`")
     data = safe_torch_load(
         path,
         f"checkpoint {path}",
         None,
-        "checkpoints that carry code are refused; convert a reference checkpoint with `python bench.py import-checkpoint`",
+        "checkpoints that carry code are refused; convert a reference checkpoint with `fsv-bench import-checkpoint`",
     )
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise HarnessError(f"{path} is not a checkpoint of this harness", fix="convert a reference checkpoint with `python bench.py import-checkpoint --from trx|staf FILE`")
+        raise HarnessError(f"{path} is not a checkpoint of this harness", fix="convert a reference checkpoint with `fsv-bench import-checkpoint --from trx|staf FILE`")
     for name in ("state_dict", "backbone_state"):
         state = data.get(name, {})
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

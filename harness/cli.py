@@ -1,4 +1,4 @@
-"""The command line. `python bench.py` with no arguments runs the quickstart."""
+"""The command line. `fsv-bench` with no arguments runs the quickstart."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import harness.packages  # noqa: F401  (the harness's own methods/, whatever sys.path holds)
 from harness.errors import HarnessError
 
 _UNSET = object()  # an option that was not given
@@ -39,6 +40,7 @@ def _protocol(args):
 
     p = load_protocol(find_protocol(args.protocol), args.set)
     args.loaded_protocol = p  # errors from deeper down that name a field are told which file set it
+    _method_specs(args)  # before the protocol's methods: section is checked, which may name them
     if p.backbone.name not in list_backbones():  # before any video is indexed or embedded
         raise HarnessError(f"unknown backbone '{p.backbone.name}'", where=p.where("backbone.name"), fix=f"use one of: {', '.join(list_backbones())}")
     from harness.limits import check_protocol
@@ -50,13 +52,21 @@ def _protocol(args):
     return p
 
 
+def _method_specs(args) -> None:
+    """Each `--method package.module:Class` imported, registered, and replaced by its registered name."""
+    if isinstance(getattr(args, "method", None), (str, list)):
+        from methods.external import method_name
+
+        args.method = method_name(args.method) if isinstance(args.method, str) else [method_name(m) for m in args.method]
+
+
 def _check_methods(names: list[str]) -> None:
     import methods
 
-    known = methods.list_methods()
     for name in names:
-        if name not in known:
-            raise HarnessError(f"unknown method '{name}'", where="--method", fix=f"use one of: {', '.join(known)} (or register your own in methods/)")
+        if not methods.registered(name):  # loads the installed plug-in of that name, if there is one
+            raise HarnessError(f"unknown method '{name}'", where="--method",
+                               fix=f"use one of: {', '.join(methods.list_methods())}, or a Head class as package.module:Class (README: Adding a method)")
 
 
 def _check_results_writable(results: Path) -> None:
@@ -174,7 +184,7 @@ def cmd_import_checkpoint(args) -> int:
     print(f"head checkpoint: {head}")
     if backbone:
         print(f"backbone weights: {backbone}")
-        print(f"evaluate: python bench.py run --protocol {args.protocol} --method {args.reference} --checkpoint {head} --set backbone.weights={backbone}")
+        print(f"evaluate: fsv-bench run --protocol {args.protocol} --method {args.reference} --checkpoint {head} --set backbone.weights={backbone}")
     return 0
 
 
@@ -199,6 +209,8 @@ def cmd_leaderboard(args) -> int:
 def cmd_perf(args) -> int:
     from harness.perf import cmd_perf as perf
 
+    if not 0 <= args.load <= 16:
+        raise HarnessError(f"--load must be between 0 and 16 busy processes, got {args.load}", where="--load", fix="give e.g. --load 2 (two busy processes on a 2-core machine)")
     return perf(args)
 
 
@@ -208,12 +220,46 @@ def cmd_calibrate(args) -> int:
     return calibrate(args)
 
 
+def cmd_check_method(args) -> int:
+    from harness.conformance import check_method
+    from harness.pipeline import pick_device
+
+    report = check_method(args.method, _head_settings(args.set), _feature_shape(args.feature_shape), args.seed, pick_device(args.device))
+    print(report.text())
+    return 0 if report.ok else 1
+
+
+def _head_settings(items: list[str]) -> dict:
+    """`--set KEY=VALUE` of check-method: head settings, each value read as YAML (`dim=8`, `temporal_set=[2,3]`)."""
+    from harness.protocol import parse_yaml
+
+    settings = {}
+    for item in items:
+        key, equals, raw = item.partition("=")
+        if not equals or not key.strip():
+            raise HarnessError(f"'{item}' is not of the form setting=value", where="--set", fix="write e.g. --set dim=8 (a setting of the head's constructor)")
+        settings[key.strip()] = parse_yaml(raw, f"--set {key.strip()}") if raw.strip() else ""
+    return settings
+
+
+def _feature_shape(text: str) -> tuple[int, ...]:
+    sizes = text.replace("x", ",").split(",")
+    if len(sizes) != 4 or not all(s.strip().isdigit() and int(s) >= 1 for s in sizes):
+        raise HarnessError(f"'{text}' is not four sizes C,T,H,W of a backbone map", where="--feature-shape", fix="write e.g. --feature-shape 16,3,1,2 (channels, time steps, height, width)")
+    return tuple(int(s) for s in sizes)
+
+
 def cmd_list(args) -> int:
     import methods
     from harness.backbones import list_backbones
     from harness.protocol import list_protocols
+    from methods.external import load_all
 
-    print("methods:   " + ", ".join(methods.list_methods()))
+    broken = load_all()  # installed plug-ins that cannot be loaded: each is named, the others listed as usual
+    known = methods.list_methods()
+    print("methods:   " + ", ".join(known + [f"{name} (cannot be loaded: see below)" for name, _ in broken if name not in known]))
+    for name, problem in broken:
+        print(f"  {name}: {problem}")
     print("backbones: " + ", ".join(list_backbones()))
     print("protocols: " + ", ".join(list_protocols()))
     return 0
@@ -319,6 +365,7 @@ USES: dict[str, tuple[str, ...]] = {
     "perf": ("--home", "--device", "--workers", "--episodes"),
     "calibrate": ("--home", "--device", "--workers", "--batch-episodes", "--episodes", "--quiet", "--precision", "--recompute"),
     "list": (),
+    "check-method": ("--device",),
 }
 
 #: help of a common option where one command gives it another meaning
@@ -348,7 +395,7 @@ def _add_common(parser: argparse.ArgumentParser, command: str, before: bool = Fa
 
 
 def _label(command: str) -> str:
-    return "the quickstart (`bench.py` with no command)" if command == "quickstart" else f"`bench.py {command}`"
+    return "the quickstart (`fsv-bench` with no command)" if command == "quickstart" else f"`fsv-bench {command}`"
 
 
 def resolve_common(args: argparse.Namespace) -> argparse.Namespace:
@@ -373,14 +420,15 @@ def resolve_common(args: argparse.Namespace) -> argparse.Namespace:
 
 COMMON_EPILOG = (
     "The common options (--home, --results, --device, --workers, --batch-episodes, --episodes, --quiet, --precision, "
-    "--interval, --recompute) may come before or after the command: `bench.py --home X run ...` is `bench.py run --home X ...`. "
+    "--interval, --recompute) may come before or after the command: `fsv-bench --home X run ...` is `fsv-bench run --home X ...`. "
     "Given in both places, the two values must agree, or the command is refused. A command refuses a common option "
-    "it does not use (`bench.py COMMAND --help` lists the ones it takes)."
+    "it does not use (`fsv-bench COMMAND --help` lists the ones it takes)."
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench.py", description="Few-shot video classification benchmark harness. With no command: the quickstart.", epilog=COMMON_EPILOG)
+def build_parser(prog: str = "fsv-bench") -> argparse.ArgumentParser:
+    """`prog` is how the user calls it, for usage lines: `fsv-bench`, `python bench.py` or `python -m harness`."""
+    parser = argparse.ArgumentParser(prog=prog, description="Few-shot video classification benchmark harness. With no command: the quickstart.", epilog=COMMON_EPILOG)
     _add_common(parser, "quickstart", before=True)
     parser.set_defaults(func=cmd_quickstart, command_name="quickstart")
     sub = parser.add_subparsers(dest="command")
@@ -407,10 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     with_protocol("pretrain", "train a backbone that has no published weights (tiny3d) on the train split", cmd_pretrain)
     run = with_protocol("run", "evaluate methods on a protocol's test episodes", cmd_run)
-    run.add_argument("--method", required=True, action="append", help="a registered method (repeat for several)")
+    run.add_argument("--method", required=True, action="append", help="a registered method, or a Head class as package.module:Class (repeat for several)")
     run.add_argument("--checkpoint", help="a method checkpoint to evaluate (default: the one training selected on val)")
     train = with_protocol("train", "meta-train a method on the train split, selecting on val", cmd_train)
-    train.add_argument("--method", required=True, help="a registered method with parameters (see `list`)")
+    train.add_argument("--method", required=True, help="a registered method with parameters (see `list`), or a Head class as package.module:Class")
     train.add_argument("--resume", action="store_true", help="continue from last.pt, and refuse to replace one of other settings (without it, the same command continues a stopped training too)")
 
     imp = with_protocol("import-checkpoint", "convert a checkpoint of the TRX or STAF reference code", cmd_import_checkpoint)
@@ -445,17 +493,25 @@ def build_parser() -> argparse.ArgumentParser:
     perf = command("perf", "speed benchmarks: harness vs per-episode pipeline, batched vs one-at-a-time heads, extraction workers", cmd_perf)
     perf.add_argument("--quick", action="store_true", help="smaller sizes: about a minute on 2 cores")
     perf.add_argument("--out", metavar="FILE.json", help="where to write the results (default: perf-full.json or perf-quick.json)")
+    perf.add_argument("--load", type=int, default=0, metavar="N", help="also score the heads while N busy processes compete for the cores (as on a shared machine), and report both")
 
-    cal = command("calibrate", "how often each level's 95% interval covers the accuracy of fresh pools of synthetic videos and classes", cmd_calibrate)
+    cal = command("calibrate", "how often each level's 95%% interval covers the accuracy of fresh pools of synthetic videos and classes", cmd_calibrate)
     cal.add_argument("--protocol", required=True, action="append", help="a synthetic protocol, file or shipped name (repeat for several: they share the pools)")
     cal.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a protocol field of every --protocol")
-    cal.add_argument("--method", required=True, action="append", help="a registered method (repeat for several); a trained head needs its checkpoint, as for `run`")
+    cal.add_argument("--method", required=True, action="append", help="a registered method, or package.module:Class (repeat for several); a trained head needs its checkpoint, as for `run`")
     cal.add_argument("--pools", type=int, default=10, metavar="K", help="pools per level (default: 10; at least 2)")
     cal.add_argument("--level", action="append", choices=["videos", "classes"], help="which pools: new videos of the test classes, or new classes (repeat; default: both)")
     cal.add_argument("--videos-per-class", type=int, metavar="N", help="videos per class in each pool (default: as many as the protocol's split has)")
     cal.add_argument("--out", metavar="FILE.json", help="also write the table, every pool run and the pools as JSON")
 
     command("list", "list methods, backbones and protocols", cmd_list)
+
+    check = command("check-method", "check that a head keeps the harness's contract: output shapes, batch invariance, determinism, "
+                    "embed/forward split, checkpoint round trip, loss falls (exit 1 when one breaks)", cmd_check_method)
+    check.add_argument("method", metavar="NAME", help="a registered method, or a Head class as package.module:Class")
+    check.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE", help="a head setting (default: the head's own), e.g. --set dim=8")
+    check.add_argument("--feature-shape", default="16,3,1,2", metavar="C,T,H,W", help="the backbone map the head is fed (default: 16,3,1,2)")
+    check.add_argument("--seed", type=int, default=0, help="seed of the random maps, episodes and head weights (default: 0)")
     return parser
 
 
@@ -469,15 +525,42 @@ def _with_protocol_file(e: HarnessError, protocol) -> HarnessError:
     return e
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "fsv-bench") -> int:
+    """Run one command. A reader that goes away (`fsv-bench list | head -1`) ends it quietly, with the status
+    141 of a Unix tool killed by SIGPIPE."""
+    if not sys.stdout.isatty() and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # a log file gets results and messages in the order they came
     try:
+        try:
+            return _command(argv, prog)
+        finally:
+            sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):  # Python flushes both at exit: into nothing, without a word
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (OSError, ValueError):  # not a file (a test's captured output)
+                pass
+        return 141
+
+
+def _command(argv: list[str] | None, prog: str) -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        from harness.threads import check_setting
+
+        check_setting()  # FSV_THREADS
         return args.func(resolve_common(args))
     except HarnessError as e:
-        print(f"error: {_with_protocol_file(e, getattr(args, 'loaded_protocol', None)).message}", file=sys.stderr)
+        from harness.console import labelled  # [rank r/N] in a torchrun process other than rank 0
+
+        print(labelled(f"error: {_with_protocol_file(e, getattr(args, 'loaded_protocol', None)).message}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished chunks are kept; the same command resumes", file=sys.stderr)
+        from harness.console import labelled
+
+        print(labelled("interrupted: finished chunks are kept; the same command resumes"), file=sys.stderr)
         return 130
     finally:
         import torch.distributed as dist

@@ -1,6 +1,6 @@
 """Comparing methods on the SAME episodes: paired differences, paired tests, one sentence of verdict.
 
-    python bench.py compare protonet trx otam --protocol synthetic-5w1s [--alpha 0.05] [--json FILE]
+    fsv-bench compare protonet trx otam --protocol synthetic-5w1s [--alpha 0.05] [--json FILE]
 
 Only verified runs are compared (harness.verify: records with the SHA-256 their summary names, well formed,
 and giving the summary's figures); any other is refused with the file and field that fail. Methods are
@@ -86,12 +86,12 @@ def load_runs(results: Path, protocol: str, methods: list[str]) -> list[Run]:
         check_name(m, f"method '{m}'", fix="pass the names of methods with results (their folders under --results/PROTOCOL)")
     root = Path(results) / name
     if not root.is_dir():
-        raise HarnessError(f"no results for protocol '{name}' in {Path(results)}", fix=f"evaluate first: python bench.py run --protocol {shown} --method M (or pass --results DIR)")
+        raise HarnessError(f"no results for protocol '{name}' in {Path(results)}", fix=f"evaluate first: fsv-bench run --protocol {shown} --method M (or pass --results DIR)")
     runs = []
     for m in methods:
         if not (root / m).is_dir():
             found = ", ".join(sorted(p.name for p in root.iterdir() if (p / "summary.json").is_file())) or "(none)"
-            raise HarnessError(f"no run of method '{m}' on protocol '{name}' in {root}", fix=f"evaluate it: python bench.py run --protocol {shown} --method {m} (methods with results there: {found})")
+            raise HarnessError(f"no run of method '{m}' on protocol '{name}' in {root}", fix=f"evaluate it: fsv-bench run --protocol {shown} --method {m} (methods with results there: {found})")
         runs.append(load_run(root / m))
     if expected_sha:
         other = [r for r in runs if r.summary.get("protocol_sha256") != expected_sha]
@@ -231,7 +231,7 @@ def compare_runs(runs: list[Run], alpha: float = 0.05, n_resamples: int = DEFAUL
     """The comparison of already loaded runs (they must share the episode set) as plain data; the verdicts,
     Holm's correction and the ranking rest on `level` (harness.uncertainty.LEVELS)."""
     if len(runs) < 2:
-        raise HarnessError("a comparison needs at least two methods", fix="name two or more methods: python bench.py compare A B --protocol P")
+        raise HarnessError("a comparison needs at least two methods", fix="name two or more methods: fsv-bench compare A B --protocol P")
     if not 0 < alpha < 1:
         raise HarnessError(f"alpha must be between 0 and 1, got {alpha}", fix="use e.g. --alpha 0.05")
     if n_resamples < 100:
@@ -398,20 +398,31 @@ def render(result: dict):
     return Group(*parts)
 
 
-def console():
-    """A console that fits the terminal, and prints whole lines (150 columns at least) when not a terminal."""
+def console(rendered):
+    """A console that fits the terminal (a cell folds there, never cut); when not a terminal, one as wide as the
+    tables of `rendered` (150 columns at least), so that a log holds every row whole."""
     import sys
 
-    from rich.console import Console
+    from harness.console import Console  # a closed pipe ends the command quietly
+    from harness.report import needed_width
 
-    return Console() if sys.stdout.isatty() else Console(width=max(150, Console().width), soft_wrap=False)
+    if sys.stdout.isatty():
+        return Console()
+    tables = rendered.renderables[:-1]  # the verdict's sentences wrap at the tables' width
+    return Console(width=max(150, Console().width, needed_width(*tables)), soft_wrap=False)
 
 
 def cmd_compare(args) -> int:
     """`bench.py compare A B [C ...] --protocol P [--results DIR] [--alpha 0.05] [--level videos] [--json FILE]`."""
+    if any(":" in m for m in args.methods):  # package.module:Class, as `run --method` took it: its results' name
+        import harness.packages  # noqa: F401  (the harness's own methods/)
+        from methods.external import method_name
+
+        args.methods = [method_name(m, where="METHOD") for m in args.methods]
     result = compare(args.methods, args.protocol, args.results, alpha=args.alpha, n_resamples=getattr(args, "resamples", DEFAULT_RESAMPLES),
                      seed=getattr(args, "seed", 0), level=getattr(args, "level", "videos"))
-    console().print(render(result))
+    rendered = render(result)
+    console(rendered).print(rendered)
     if args.json:
         atomic_write_json(Path(args.json), result)
         print(f"comparison written to {args.json}")

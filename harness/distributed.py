@@ -16,10 +16,20 @@ import torch
 import torch.distributed as dist
 
 
+def launched() -> tuple[int, int]:
+    """(rank, world size) as torchrun gave them to this process in RANK and WORLD_SIZE; (0, 1) without torchrun.
+    Reads the environment only: no process group is started (the console asks this before any work)."""
+    try:
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0, 1
+    return (rank, size) if size > 1 and 0 <= rank < size else (0, 1)
+
+
 def world() -> tuple[int, int]:
     """(rank, world size); starts the process group on first use under torchrun, (0, 1) otherwise."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
+    if launched()[1] <= 1:
         return 0, 1
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"

@@ -1,12 +1,14 @@
 """Evaluation: embed every video of the pool once, then score thousands of episodes per batch."""
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import numpy as np
 import torch
 
 from harness.episodes import EpisodeSet
+from harness.threads import most_lanes, run_in_lanes
 from methods import Head, feature_view
 from methods.base import block_size
 
@@ -23,7 +25,8 @@ def embed_pool(head: Head, maps: torch.Tensor, device: torch.device) -> torch.Te
     bits of a product can depend on its number of rows, and a video's embedding must be the same bits whatever
     pool it is embedded in (alone or among others, in any order)."""
     head.eval().to(device)
-    return torch.cat([_embed_block(head, maps[i : i + EMBED_BLOCK], device) for i in range(0, len(maps), EMBED_BLOCK)])
+    starts = range(0, len(maps), EMBED_BLOCK)  # blocks side by side in lanes (harness/threads.py): the same bits
+    return torch.cat(run_in_lanes(lambda i: _embed_block(head, maps[i : i + EMBED_BLOCK], device), starts, torch.inference_mode, cpu=device.type == "cpu"))
 
 
 def _embed_block(head: Head, maps: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -42,21 +45,27 @@ def score_episodes(head: Head, reps: torch.Tensor, episodes: EpisodeSet, ids: np
     support_ids, query_ids = torch.from_numpy(b.support).to(device), torch.from_numpy(b.query).to(device)
     labels = torch.from_numpy(b.support_labels).to(device)
     E, S, Q = len(b.ids), b.support.shape[1], b.query.shape[1]
-    # The episodes' videos are gathered a slice of episodes at a time, into two buffers reused for every slice:
-    # gathering a whole batch of big embeddings (STAF: 53 x 2048 floats a video) into fresh memory costs more than
-    # the head itself. Every head gives the same predictions whatever the batch (tests/test_heads.py), so the
-    # slicing changes no bit of the result; a slice is a whole number of the head's blocks.
+    # The episodes' videos are gathered a slice of episodes at a time, into two buffers per lane reused for every
+    # slice: gathering a whole batch of big embeddings (STAF: 53 x 2048 floats a video) into fresh memory costs more
+    # than the head itself. Slices run side by side in lanes of one thread each (harness/threads.py). Every head
+    # gives the same predictions whatever the batch (tests/test_heads.py), so neither the slicing nor the lanes
+    # change a bit of the result; a slice is a whole number of the head's blocks.
     block = block_size(getattr(head, "episodes_per_block", 1), device)
     step = min(E, block * max(1, GATHER_BYTES // (reps[0].numel() * reps.element_size() * (S + Q) * block)))
-    support_buf = reps.new_empty(step * S, *reps.shape[1:])
-    query_buf = reps.new_empty(step * Q, *reps.shape[1:])
-    predictions = []
-    for lo in range(0, E, step):
+    if device.type == "cpu":
+        step = min(step, block * -(-E // (2 * most_lanes() * block)))  # at least two slices a lane
+    buffers = threading.local()
+
+    def score_slice(lo: int) -> torch.Tensor:
+        if not hasattr(buffers, "support"):
+            buffers.support, buffers.query = reps.new_empty(step * S, *reps.shape[1:]), reps.new_empty(step * Q, *reps.shape[1:])
         n = min(step, E - lo)
-        support = torch.index_select(reps, 0, support_ids[lo : lo + n].flatten(), out=support_buf[: n * S])
-        query = torch.index_select(reps, 0, query_ids[lo : lo + n].flatten(), out=query_buf[: n * Q])
+        support = torch.index_select(reps, 0, support_ids[lo : lo + n].flatten(), out=buffers.support[: n * S])
+        query = torch.index_select(reps, 0, query_ids[lo : lo + n].flatten(), out=buffers.query[: n * Q])
         logits = head(support.view(n, S, *reps.shape[1:]), labels[lo : lo + n], query.view(n, Q, *reps.shape[1:]), episodes.way)
-        predictions.append(logits.argmax(dim=-1))  # [n, Q]
+        return logits.argmax(dim=-1)  # [n, Q]
+
+    predictions = run_in_lanes(score_slice, range(0, E, step), torch.inference_mode, cpu=device.type == "cpu")
     predictions = torch.cat(predictions).cpu().numpy()  # [E, Q]
     index = episodes.index
     names, keys = index.classes, [v.key for v in index.videos]

@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from harness.console import warn
 from harness.data.clips import clip_loader
 from harness.data.fingerprint import video_fingerprint
 from harness.data.index import Video
@@ -261,13 +262,7 @@ def _checked(path: Path, read: Callable, what: str, then: str):
     except FileNotFoundError:
         return None
     except DamagedFile as e:
-        _warn(f"feature cache: {what} is damaged ({e}); it is deleted, {then} ({path})")
+        warn(f"feature cache: {what} is damaged ({e}); it is deleted, {then} ({path})")
         path.unlink(missing_ok=True)
         return None
 
-
-def _warn(message: str) -> None:
-    """One line on stderr, however long (no wrapping, no markup: video names hold brackets)."""
-    from harness.console import console
-
-    console.print(message, style="yellow", markup=False, soft_wrap=True, highlight=False)

@@ -1,6 +1,6 @@
 """Converting checkpoints saved by the public reference implementations into this harness's format.
 
-    python bench.py import-checkpoint --from trx|staf FILE --protocol P
+    fsv-bench import-checkpoint --from trx|staf FILE --protocol P
 
 writes two files: the head as a harness checkpoint, and the backbone the reference fine-tuned
 (`resnet.*` for TRX, `base.*` for STAF) as a plain weights file under the names the harness's backbone
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+import harness.packages  # noqa: F401  (the harness's own methods/, whatever sys.path holds)
 import methods
 from harness.backbones import sha256_file
 from harness.backbones.registry import safe_torch_load

@@ -1,6 +1,6 @@
 """The leaderboard: methods x protocols from a results folder, every number traceable to its inputs.
 
-    python bench.py leaderboard [--results DIR] [--format rich|md|csv|json] [--out FILE] [--plot FILE.png|svg]
+    fsv-bench leaderboard [--results DIR] [--format rich|md|csv|json] [--out FILE] [--plot FILE.png|svg]
 
 Only verified runs are shown as measured (harness.verify: the records have the SHA-256 their summary names,
 every record is well formed, and the summary's figures are the ones the records give). The accuracy shown is
@@ -66,10 +66,10 @@ def collect(results: Path) -> tuple[list[tuple[Path, dict, dict]], list[tuple[Pa
     Each pair is read under the folder's shared lock: never one run's summary beside another's records."""
     results = Path(results)
     if not results.is_dir():
-        raise HarnessError(f"results folder {results} does not exist", fix="evaluate something first (python bench.py run ...) or pass --results DIR")
+        raise HarnessError(f"results folder {results} does not exist", fix="evaluate something first (fsv-bench run ...) or pass --results DIR")
     paths = sorted(results.glob("*/*/summary.json"))
     if not paths:
-        raise HarnessError(f"no finished runs in {results} (no <protocol>/<method>/summary.json)", fix="evaluate something first: python bench.py run --protocol P --method M")
+        raise HarnessError(f"no finished runs in {results} (no <protocol>/<method>/summary.json)", fix="evaluate something first: fsv-bench run --protocol P --method M")
     verified, unverified = [], []
     for path in paths:
         try:

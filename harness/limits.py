@@ -1,7 +1,8 @@
 """What a loaded protocol asks of the registries, the backbone and the machine, checked before any work.
 
 `check_protocol` (run by every command that takes a protocol, right after it is read):
-* `methods:` names registered methods, and every setting it gives is one the head takes, of the kind and within
+* the modules `imports:` lists are imported (they may register methods), then `methods:` names registered
+  methods, and every setting it gives is one the head takes, of the kind and within
   the bounds of the head's `settings_schema` (bounds that are facts of the run, such as the map's frames, taken
   from the predicted map shape below);
 * the frames fit the backbone: `frames.crop` is at least the backbone's spatial stride (the size one position
@@ -191,14 +192,18 @@ def check_frames(p: Protocol, device: torch.device | str = "cpu", workers: int =
 
 
 def check_methods(p: Protocol, context: dict) -> None:
-    """The protocol's `methods:` section: registered methods, and the settings it gives within their schemas."""
+    """The protocol's `imports:` imported, then its `methods:` section: registered methods, and the settings it
+    gives within their schemas."""
+    import harness.packages  # noqa: F401  (the harness's own methods/, whatever sys.path holds)
     import methods
+    from methods.external import import_modules
 
     from harness.pipeline import _settings_error
 
-    known = methods.list_methods()
+    import_modules(p.imports, p.where)
     for name, given in p.methods.items():
-        if name not in known:
+        if not methods.registered(name):
+            known = methods.list_methods()
             near = difflib.get_close_matches(str(name), known, n=1)
             raise HarnessError(f"methods holds settings for '{name}', which is no registered method: they would be used by no run",
                                where=_where_section(p, f"methods.{name}"), fix=(f"did you mean '{near[0]}'? " if near else "") + f"registered methods: {', '.join(known)}")

@@ -4,34 +4,39 @@
         if not done():
             do()
 
-POSIX: fcntl.flock. The kernel drops the lock when its process ends, even when it is killed, so a lock is
-never stale. Windows: msvcrt.locking (exclusive only: a shared lock is taken as an exclusive one). A
-platform with neither is refused with an error that says so. The lock file is empty, made on first use and
-left in place (deleting it would race with a process about to lock it). Locks are re-entrant within a
-thread. On a shared file system (several machines), the file system must support flock across machines
-(NFSv4 and Lustre mounted with `flock` do); where it does not, run one job at a time per folder.
+An exclusive lock is filelock's FileLock (flock; LockFileEx on Windows), which the kernel drops when its process
+ends, even when it is killed. A shared lock is flock(LOCK_SH) on the same file: filelock has none (its
+ReadWriteLock is an SQLite database that a forked child may not touch); Windows takes it as an exclusive one.
+The lock file is empty and stays (deleting it would race with a process about to lock it). Locks are re-entrant
+within a thread; a forked child holds none of its parent's. Where flock fails (NFS without its lock service,
+some FUSE mounts), filelock's SoftFileLock takes over: a marker `<lock>.held` exists while the lock is held, by
+readers too; a holder killed on this machine is found dead by its pid, one killed on another leaves it behind.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+from filelock import FileLock, SoftFileLock, Timeout
+
 from harness.errors import HarnessError
 
 try:
     import fcntl
-except ImportError:  # Windows
+except ImportError:  # Windows (FileLock covers it) or no flock at all (soft locks)
     fcntl = None
-try:
-    import msvcrt
-except ImportError:  # POSIX
-    msvcrt = None
 
-_local = threading.local()  # per thread: {lock path: [fd, depth, shared]}
+#: flock errors that mean "this file system cannot flock", not "another process holds it"
+NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
+
+_local = threading.local()  # per thread: {lock path: [depth, shared]}
+_soft_warned = False
 
 
 def _held() -> dict:
@@ -39,40 +44,6 @@ def _held() -> dict:
     if getattr(_local, "pid", None) != os.getpid():
         _local.held, _local.pid = {}, os.getpid()
     return _local.held
-
-
-def _try_lock(fd: int, shared: bool) -> bool:
-    """Take the lock without waiting; False when another process holds it."""
-    if fcntl is not None:
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            return False
-    os.lseek(fd, 0, os.SEEK_SET)
-    try:
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        return True
-    except OSError:
-        return False
-
-
-def _lock_blocking(fd: int, shared: bool) -> None:
-    if fcntl is not None:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        return
-    while not _try_lock(fd, shared):
-        time.sleep(0.05)
-
-
-def _unlock(fd: int) -> None:
-    # explicit unlock: a child forked while the lock was held (a DataLoader worker) keeps the descriptor
-    # open, and closing ours alone would leave the lock held until that child ends
-    if fcntl is not None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    else:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 
 def _default_log(message: str) -> None:
@@ -95,60 +66,103 @@ def file_lock(
     Exclusive by default; `shared=True` is a reader's lock (many readers at once, no writer). A reader's lock
     on a file that does not exist or cannot be opened is skipped: no writer has used it, or the folder is
     read-only. When another process holds the lock, `log` says once what is awaited, then this waits
-    (`timeout` seconds at most, then a HarnessError; None: as long as it takes)."""
-    if fcntl is None and msvcrt is None:
-        raise HarnessError(
-            "this platform offers no file locks (neither fcntl nor msvcrt), which keep concurrent runs from overwriting each other",
-            fix="run the harness on Linux, macOS or Windows",
-        )
+    (`timeout` seconds at most, then a HarnessError; None: as long as it takes). `log` also gets the warning,
+    once per process, that locks fell back to soft ones."""
     path = Path(path)
     key = os.path.abspath(path)
     held = _held()
     if key in held:  # re-entered in this thread: the lock is already ours
         entry = held[key]
-        if entry[2] and not shared:
+        if entry[1] and not shared:
             raise HarnessError(f"a shared lock on {path} cannot be made exclusive while it is held", fix="take the exclusive lock first (this is a bug in the harness)")
-        entry[1] += 1
+        entry[0] += 1
         try:
             yield
         finally:
-            entry[1] -= 1
+            entry[0] -= 1
         return
 
+    release = _take(path, shared, what, timeout, log)
+    held[key] = [1, shared]
+    try:
+        yield
+    finally:
+        del held[key]
+        release()
+
+
+def _take(path: Path, shared: bool, what: str | None, timeout: float | None, log) -> Callable[[], None]:
+    """Wait for the lock on `path` and take it; its release."""
+    global _soft_warned
     if shared:
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         except OSError:
-            fd = None  # no lock file (no writer ever locked here) or an unreadable folder: nothing to wait for
-        if fd is None:
-            yield
-            return
-    else:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
-        except OSError as e:
-            raise HarnessError(f"cannot create the lock file {path}: {e.strerror or e}", fix="check that the folder exists and is writable") from None
+            return lambda: None  # no lock file (no writer ever locked here) or an unreadable folder: nothing to wait for
+        if fcntl is None:
+            os.close(fd)  # Windows, or no flock at all: the exclusive lock below
+        else:
+            try:
+                return _wait(_SharedFlock(fd), path, what, timeout, log)
+            except BaseException as e:
+                os.close(fd)
+                if not (isinstance(e, OSError) and e.errno in NO_FLOCK):
+                    raise
     try:
-        if not _try_lock(fd, shared):
-            if log is not None:
-                log(f"waiting for another process{f' ({what})' if what else ''}: it holds {path}")
-            if timeout is None:
-                _lock_blocking(fd, shared)
-            else:
-                deadline = time.monotonic() + timeout
-                while not _try_lock(fd, shared):
-                    if time.monotonic() > deadline:
-                        raise HarnessError(
-                            f"another process has held {path} for more than {timeout:g} s{f' ({what})' if what else ''}",
-                            fix="wait for that process to finish; a lock is released as soon as its process ends",
-                        )
-                    time.sleep(0.05)
-        held[key] = [fd, 1, shared]
+        if fcntl is None and sys.platform != "win32":
+            raise OSError(errno.ENOSYS, "this platform has no flock")
+        return _wait(FileLock(path, fallback_to_soft=False, preserve_lock_file=True), path, what, timeout, log)
+    except OSError as e:
+        if e.errno not in NO_FLOCK:
+            raise HarnessError(f"cannot create or lock the lock file {path}: {e.strerror or e}", fix="check that the folder exists and is writable") from None
+        marker = path.with_name(path.name + ".held")
+        if log is not None and not _soft_warned:
+            _soft_warned = True
+            log(f"warning: flock fails on {path} ({e.strerror}); locks are soft instead, marker files such as {marker}. "
+                f"A process killed on another machine leaves its marker behind: delete it when a run waits for it "
+                f"and no other run is going (rm {marker})")
         try:
-            yield
+            return _wait(SoftFileLock(marker), marker, what, timeout, log, soft=True)
+        except OSError as e:
+            raise HarnessError(f"cannot create the lock marker {marker}: {e.strerror or e}", fix="check that the folder is writable") from None
+
+
+class _SharedFlock:
+    """A reader's flock on an open file, acquired and released like filelock's locks."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def acquire(self, timeout: float = -1, blocking: bool = True) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return fcntl.flock(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not blocking or 0 <= timeout and time.monotonic() > deadline:
+                    raise Timeout(f"descriptor {self.fd}") from None
+                time.sleep(0.05)
+
+    def release(self) -> None:
+        # explicit unlock: a child forked while the lock was held (a DataLoader worker) keeps the descriptor
+        # open, and closing ours alone would leave the lock held until that child ends
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
         finally:
-            del held[key]
-            _unlock(fd)
-    finally:
-        os.close(fd)
+            os.close(self.fd)
+
+
+def _wait(lock, path: Path, what: str | None, timeout: float | None, log, soft: bool = False) -> Callable[[], None]:
+    """Acquire `lock` (a FileLock, SoftFileLock or _SharedFlock), saying once that it waits; its release."""
+    holder = f"another process{f' ({what})' if what else ''}"
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        if log is not None:
+            log(f"waiting for {holder}: it holds {path}")
+        try:
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+        except Timeout:
+            then = f"if none is running (it was killed on another machine), delete {path}" if soft else "a lock is released as soon as its process ends"
+            raise HarnessError(f"gave up after {timeout:g} s: {holder} holds {path}", fix=f"wait for that process to finish; {then}") from None
+    return lock.release

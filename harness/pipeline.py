@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import scipy
 import torch
-from rich.markup import escape
 
 import harness
+import harness.packages  # noqa: F401  (the harness's own methods/, whatever sys.path holds)
 import methods
 from harness import distributed
 from harness.backbones import create_backbone, load_weights, sha256_file
 from harness.checkpoints import checkpoint_dir, load_checkpoint
-from harness.console import log, progress_bar
+from harness.console import log, progress_bar, warn
 from harness.data import synthetic
 from harness.data.index import VideoIndex, build_index
 from harness.episodes import EpisodeSet
@@ -97,7 +97,7 @@ def pick_device(name: str = "auto") -> torch.device:
 def generate_synthetic(root: Path, spec: "synthetic.SyntheticSpec", show_progress: bool | None = None, workers: int = 2) -> Path:
     total = (spec.n_train + spec.n_val + spec.n_test) * spec.videos_per_class
     log(f"generating the synthetic benchmark in {root} ({total} videos)")
-    with progress_bar("synthetic videos", total, show_progress) as advance:
+    with progress_bar("synthetic videos", total, show_progress, unit="videos") as advance:
         last = [0]
 
         def report(done: int, _total: int) -> None:  # the generator counts up; the bar wants steps
@@ -125,13 +125,13 @@ def load_index(p: Protocol, s: Settings, part: str) -> VideoIndex:
     files = {"train": p.dataset.splits.train, "val": p.dataset.splits.val, "test": p.dataset.splits.test}
     index = build_index(root, split_dir(p, s.home) / files[part], part, p.frames.count, p.dataset.bad_videos, video_checks=s.home / "video-checks")
     if index.excluded:
-        log(f"[yellow]{len(index.excluded)} videos of the {part} split are excluded (dataset.bad_videos: exclude); they are listed in the results[/]")
+        warn(f"{len(index.excluded)} videos of the {part} split are excluded (dataset.bad_videos: exclude); they are listed in the results")
     if index.renamed:
-        log(f"[yellow]{len(index.renamed)} videos of the {part} split were found under another name (case, '_' for spaces, or a bare Kinetics id); they are listed in the results[/]")
+        warn(f"{len(index.renamed)} videos of the {part} split were found under another name (case, '_' for spaces, or a bare Kinetics id); they are listed in the results")
     if index.linked:
         n = sum(link["videos"] for link in index.linked)
-        log(f"[yellow]{n} videos of the {part} split are read through symbolic links that leave the data root (e.g. {escape(index.linked[0]['link'])} -> "
-            f"{escape(index.linked[0]['target'])}); they are listed in the results[/]")
+        warn(f"{n} videos of the {part} split are read through symbolic links that leave the data root (e.g. {index.linked[0]['link']} -> "
+             f"{index.linked[0]['target']}); they are listed in the results")
     return index
 
 
@@ -152,12 +152,12 @@ def backbone_for(p: Protocol, s: Settings, pretrain_if_missing: bool = False) ->
                         raise HarnessError(
                             f"backbone '{p.backbone.name}' has not been pretrained for this dataset yet",
                             where=p.where("backbone.weights"),
-                            fix=f"run `python bench.py pretrain --protocol {p.source}` (the quickstart does it on its own)",
+                            fix=f"run `fsv-bench pretrain --protocol {p.source}` (the quickstart does it on its own)",
                         )
                     log(f"pretraining backbone '{p.backbone.name}' on the {len(train_index.classes)} train classes ({len(train_index)} videos)")
                     started = time.perf_counter()
                     steps = PRETRAIN_DEFAULTS["epochs"] * -(-len(train_index) // PRETRAIN_DEFAULTS["batch_size"])
-                    with progress_bar("pretraining", steps, s.show_progress) as advance:
+                    with progress_bar("pretraining", steps, s.show_progress, unit="steps") as advance:
                         with torch.random.fork_rng():  # the initial weights too come from the pretraining seed
                             torch.manual_seed(PRETRAIN_DEFAULTS["seed"])
                             fresh = create_backbone(p.backbone.name)
@@ -184,9 +184,10 @@ def features_for(p: Protocol, s: Settings, index: VideoIndex, backbone: torch.nn
         todo = missing[rank::size]  # each process embeds its share; one process: all
         if todo:
             cached = len(index) - len(missing)  # a stopped extraction resumes from the entries it wrote
-            log(f"embedding {len(todo)} {index.part} videos" + (f" ({cached} are in the feature store already)" if cached else ""))
+            share = f" of the {len(missing)} missing, shared among {size} processes" if size > 1 else ""  # rank 0 speaks for its share
+            log(f"embedding {len(todo)} {index.part} videos{share}" + (f" ({cached} are in the feature store already)" if cached else ""))
             started = time.perf_counter()
-            with progress_bar(f"embedding {index.part} videos", len(todo), s.show_progress) as advance:
+            with progress_bar(f"embedding {index.part} videos", len(todo), s.show_progress, unit="videos") as advance:
                 store.extract(todo, backbone, s.device, s.extract_batch, s.workers, progress=advance)
             seconds = time.perf_counter() - started
             log(f"embedded {len(todo)} {index.part} videos in {seconds:.1f} s ({len(todo) / max(seconds, 1e-9):.1f} clips/s)")
@@ -222,7 +223,7 @@ def fine_tuned_backbone(p: Protocol, method: str, s: Settings, backbone: torch.n
     if "backbone_state" not in state:
         return weights_sha
     if state["backbone"].get("base_weights_sha256") != weights_sha:
-        raise HarnessError(f"checkpoint {path} fine-tuned other backbone weights than the protocol's", fix=f"retrain it: python bench.py train --protocol {p.source} --method {method}")
+        raise HarnessError(f"checkpoint {path} fine-tuned other backbone weights than the protocol's", fix=f"retrain it: fsv-bench train --protocol {p.source} --method {method}")
     backbone.load_state_dict(state["backbone_state"])
     return state["backbone"]["weights_sha256"]
 
@@ -273,7 +274,7 @@ def head_for(p: Protocol, method: str, s: Settings, feature_shape: tuple, weight
     if not path.is_file():
         raise HarnessError(
             f"method '{method}' has no trained checkpoint for protocol '{p.name}' ({path})",
-            fix=f"train one: python bench.py train --protocol {p.source} --method {method} (or pass --checkpoint FILE)",
+            fix=f"train one: fsv-bench train --protocol {p.source} --method {method} (or pass --checkpoint FILE)",
         )
     state = load_checkpoint(path)
     if state.get("method") != method:
@@ -281,7 +282,7 @@ def head_for(p: Protocol, method: str, s: Settings, feature_shape: tuple, weight
     if state.get("backbone", {}).get("weights_sha256") != weights_sha:
         raise HarnessError(
             f"checkpoint {path} was trained on features of other backbone weights",
-            fix=f"retrain it: python bench.py train --protocol {p.source} --method {method}",
+            fix=f"retrain it: fsv-bench train --protocol {p.source} --method {method}",
         )
     saved = head_settings(p, method, state.get("method_config") or {}, where=f"checkpoint {path}")
     differences = _settings_differences(saved, wanted, method)
@@ -300,7 +301,7 @@ def head_for(p: Protocol, method: str, s: Settings, feature_shape: tuple, weight
         detail = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e).splitlines()[0])
         raise HarnessError(
             f"checkpoint {path} does not fit the '{method}' head for features of shape {tuple(feature_shape)}: {detail}",
-            fix=f"the protocol's frames or backbone changed since training; retrain: python bench.py train --protocol {p.source} --method {method}",
+            fix=f"the protocol's frames or backbone changed since training; retrain: fsv-bench train --protocol {p.source} --method {method}",
         ) from None
     return head, sha256_file(path)
 
@@ -350,8 +351,12 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
     """Evaluate one method on the protocol's test episodes; write records and summary; return the summary.
     A finished run of the very same fingerprint (see `run_fingerprint`) is served from disk after its
     records are checked; `s.recompute` scores it again."""
-    if head is None and method not in methods.list_methods():
-        raise HarnessError(f"unknown method '{method}'", fix=f"use one of: {', '.join(methods.list_methods())} (or register your own in methods/)")
+    if head is None:
+        from methods.external import import_modules
+
+        import_modules(p.imports, p.where)  # they may register `method` (the command line imported them already)
+        if not methods.registered(method):
+            raise HarnessError(f"unknown method '{method}'", fix=f"use one of: {', '.join(methods.list_methods())}, or a Head class as package.module:Class (README: Adding a method)")
     n_episodes = p.episodes if n_episodes is None else n_episodes
     _check_run_request(n_episodes, s, p)
     if head is None:  # a setting the head cannot take is named before any video is embedded
@@ -400,13 +405,15 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
     if size > 1:  # each process scores its chunks; rank 0 then reads them all back and merges by index
         starts = range(0, len(episodes), s.batch_episodes)
         mine = {start for k, start in enumerate(starts) if k % size == rank}
-        with progress_bar(f"{method} on {p.name} (rank {rank})", len(episodes), s.show_progress) as advance:
+        share = sum(min(start + s.batch_episodes, len(episodes)) - start for start in mine)
+        with progress_bar(f"{method} on {p.name} (rank {rank} of {size}: its share)", share, s.show_progress, unit="episodes") as advance:
             evaluate(head, reps, episodes, s.batch_episodes, done=done, on_chunk=folder.write_chunk, progress=advance, only=mine)
         distributed.barrier()
         if rank != 0:
             return {}
         done = {start: folder.read_chunk(path) for start, path in folder.finished_chunks().items()}
-    with progress_bar(f"{method} on {p.name}", len(episodes), s.show_progress) as advance:
+    # under torchrun every chunk is done by now: rank 0 only reads them back, with no progress to show
+    with progress_bar(f"{method} on {p.name}", len(episodes), s.show_progress if size == 1 else False, unit="episodes") as advance:
         records = evaluate(head, reps, episodes, s.batch_episodes, done=done, on_chunk=folder.write_chunk, progress=advance)
     timings["heads_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0

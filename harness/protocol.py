@@ -1,6 +1,7 @@
 """Protocols: YAML files validated into frozen dataclasses, with a hash of their resolved content.
 
     include: base-synthetic.yaml     # a file (or list of files) beside this one; this file overrides it
+    imports: [mypkg.heads]           # modules whose import registers methods (with the included files' imports)
     name: synthetic-5w1s
     way: 5
     shot: 1
@@ -21,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ import yaml
 
 from harness.errors import HarnessError
 from harness.names import NAME_RULE, name_problem
+from harness.shipped import shipped_dir, shipped_files
 
 PARTS = ("train", "val", "test")
 
@@ -43,6 +46,8 @@ MAX_PROTOCOL_BYTES = 1_000_000
 MAX_YAML_VALUES = 100_000
 MAX_YAML_DEPTH = 50
 MAX_INCLUDED_FILES = 100
+#: a module's dotted name, as `imports:` lists it
+MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,10 @@ class Protocol:
     #: per-method hyper-parameters, e.g. {"staf": {"alpha": 1.0}}
     methods: dict = field(default_factory=dict)
     train: TrainSpec = field(default_factory=TrainSpec)
+    #: modules imported before the methods are resolved (they register methods: methods/external.py); the
+    #: included files' first, each once. Not content: it says where code comes from, and results' identity
+    #: covers that code itself (the head's source)
+    imports: tuple[str, ...] = ()
     #: the file it was read from, and which file each field came from (not part of the content)
     source: str = field(default="", compare=False)
     origins: dict = field(default_factory=dict, compare=False, repr=False)
@@ -145,7 +154,7 @@ class Protocol:
     def content(self) -> dict:
         """The resolved protocol as plain data, without its machine-local paths."""
         data = dataclasses.asdict(self)
-        for key in ("source", "origins"):
+        for key in ("source", "origins", "imports"):
             data.pop(key)
         for dotted in self.LOCAL_FIELDS:
             *parents, last = dotted.split(".")
@@ -160,8 +169,10 @@ class Protocol:
         return hashlib.sha256(canonical_json(self.content()).encode()).hexdigest()
 
     def where(self, dotted: str) -> str:
-        """'file, field x.y' for error messages: the file the value came from."""
-        return f"{self.origins.get(dotted, self.source or 'protocol')}, field '{dotted}'"
+        """'file, field x.y' for error messages: the file the value came from (an item `x[i]`: the file that
+        listed it, else the one that set the list)."""
+        origin = self.origins.get(dotted) or self.origins.get(dotted.partition("[")[0])
+        return f"{origin or self.source or 'protocol'}, field '{dotted}'"
 
 
 def canonical_json(data) -> str:
@@ -175,7 +186,7 @@ def load_protocol(path: str | os.PathLike, overrides: list[str] | None = None) -
     """Read a protocol file (following `include:`), apply `key.path=value` overrides, validate."""
     path = Path(path)
     if not path.is_file():
-        raise HarnessError(f"protocol file {path} does not exist", fix="pass a path to a .yaml file, or run `python bench.py list` to see the shipped protocols")
+        raise HarnessError(f"protocol file {path} does not exist", fix="pass a path to a .yaml file, or run `fsv-bench list` to see the shipped protocols")
     data, origins = _read_with_includes(path, chain=())
     for text in overrides or []:
         _apply_override(data, origins, text)
@@ -370,16 +381,41 @@ def _read_with_includes(path: Path, chain: tuple[Path, ...], files: list[Path] |
         raise HarnessError("'include' must be a file name or a list of file names", where=f"{path}, field 'include'", fix="write e.g. include: base-synthetic.yaml")
     merged: dict = {}
     origins: dict = {}
+    imports: dict[str, str] = {}  # module -> the file that listed it first: included files first, each module once
     for inc in includes:
         inc_path = path.parent / inc
         if not inc_path.is_file():
             raise HarnessError(f"included file {inc_path} does not exist", where=f"{path}, field 'include'", fix="include: takes a path relative to the including file")
         sub, sub_origins = _read_with_includes(inc_path, (*chain, path), files)
+        for i, module in enumerate(sub.pop("imports", [])):
+            imports.setdefault(module, sub_origins[f"imports[{i}]"])
         _merge(merged, sub)
-        origins.update(sub_origins)
+        origins.update({k: v for k, v in sub_origins.items() if k != "imports" and not k.startswith("imports[")})
+    for module in _imports_of(data, path):
+        imports.setdefault(module, str(path))
     _merge(merged, data)
     origins.update({k: str(path) for k in _dotted_keys(data)})
+    if imports:
+        merged["imports"] = list(imports)
+        origins.update({f"imports[{i}]": origin for i, origin in enumerate(imports.values())})
+        origins["imports"] = str(path)
     return merged, origins
+
+
+def _imports_of(data: dict, path: Path) -> list[str]:
+    """The `imports:` list of one file, taken out of `data`: a list of module names, each once."""
+    if "imports" not in data:
+        return []
+    modules = data.pop("imports")
+    where = f"{path}, field 'imports'"
+    if not isinstance(modules, list):
+        raise HarnessError(f"'imports' must be a list of module names, got {modules!r}", where=where, fix="write e.g. imports: [mypkg.heads]")
+    for i, module in enumerate(modules):
+        if not isinstance(module, str):
+            raise HarnessError(f"expected a module name, got {module!r}", where=f"{path}, field 'imports[{i}]'", fix="write a module's dotted name, e.g. mypkg.heads")
+        if module in modules[:i]:
+            raise HarnessError(f"module '{module}' is listed twice", where=f"{path}, field 'imports[{i}]'", fix="list each module once")
+    return modules
 
 
 def _merge(base: dict, over: dict) -> None:
@@ -415,6 +451,8 @@ def _apply_override(data: dict, origins: dict, text: str) -> None:
         if not isinstance(node, dict):
             raise HarnessError(f"override '{text}': '{p}' is not a section", fix="override a field inside a section, e.g. frames.count=8")
     node[last] = value
+    for key in [k for k in origins if k.startswith(dotted.strip() + "[")]:
+        del origins[key]  # the items of a list that --set replaces came from --set too
     origins[dotted.strip()] = "--set"
 
 
@@ -471,9 +509,9 @@ def _convert(hint, value, dotted: str, origins: dict, source: str):
             raise HarnessError(f"expected text, got {value!r}", where=where, fix="quote the value if it is meant as text")
         return value
     if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise HarnessError(f"expected a list, got {value!r}", where=where, fix="write e.g. [0.5, 0.5, 0.5]")
         item = typing.get_args(hint)[0]
+        if not isinstance(value, (list, tuple)):
+            raise HarnessError(f"expected a list, got {value!r}", where=where, fix="write e.g. [mypkg.heads]" if item is str else "write e.g. [0.5, 0.5, 0.5]")
         return tuple(_convert(item, v, f"{dotted}[{i}]", origins, source) for i, v in enumerate(value))
     if hint is dict or origin is dict:
         if not isinstance(value, dict):
@@ -516,9 +554,13 @@ def _check_values(p: Protocol) -> None:
     need(len(f.mean) == 3, "frames.mean", f"frames.mean must have 3 values (R, G, B), got {len(f.mean)}", "write e.g. [0.0, 0.0, 0.0]")
     need(len(f.std) == 3 and all(s > 0 for s in f.std), "frames.std", f"frames.std must be 3 positive values, got {list(f.std)}", "write e.g. [1.0, 1.0, 1.0]")
     check_train_spec(p.train, p.where)
+    for i, module in enumerate(p.imports):
+        need(MODULE_NAME.fullmatch(module) is not None, f"imports[{i}]", f"'{module}' is not a module name",
+             "write a module's dotted name, as in `import mypkg.heads` (no path, no .py, no :Class)")
+        need(module not in p.imports[:i], f"imports[{i}]", f"module '{module}' is listed twice", "list each module once")
     for method, settings in p.methods.items():
         problem = name_problem(method)
-        need(problem is None, "methods", f"methods holds a section named {method!r}, which is no method name: {problem}", "name a registered method (`python bench.py list`)")
+        need(problem is None, "methods", f"methods holds a section named {method!r}, which is no method name: {problem}", "name a registered method (`fsv-bench list`)")
         need(isinstance(settings, dict), f"methods.{method}", f"settings of method '{method}' must be a section of name: value", "write e.g. methods: {staf: {alpha: 1.0}}")
 
 
@@ -584,7 +626,7 @@ def frames_key(f: FramesSpec) -> dict:
     return dataclasses.asdict(f)
 
 
-PROTOCOLS_DIR = Path(__file__).resolve().parent.parent / "protocols"
+PROTOCOLS_DIR = shipped_dir("protocols")  # the checkout's protocols/, or the installed package's copy
 
 
 def find_protocol(name_or_path: str) -> Path:
@@ -592,7 +634,7 @@ def find_protocol(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    shipped = PROTOCOLS_DIR / f"{name_or_path}.yaml"
+    shipped = shipped_dir("protocols") / f"{name_or_path}.yaml"
     if shipped.is_file():
         return shipped
     known = ", ".join(list_protocols()) or "(none)"
@@ -614,7 +656,7 @@ def protocol_origin(p: Protocol) -> dict:
     this name ships in protocols/; `modified`: the resolved content (machine-local paths excluded, so pointing
     dataset.root at the data is no modification) differs from the shipped file's; `fields`: {dotted field:
     {"shipped": value, "run": value}} for each differing leaf (null where a side lacks the field)."""
-    path = PROTOCOLS_DIR / f"{p.name}.yaml"
+    path = shipped_dir("protocols") / f"{p.name}.yaml"
     if p.name.startswith("base") or not path.is_file():
         return {"shipped": False, "modified": False, "fields": {}}
     shipped, run = leaf_fields(load_protocol(path).content()), leaf_fields(p.content())
@@ -623,6 +665,6 @@ def protocol_origin(p: Protocol) -> dict:
 
 
 def list_protocols() -> list[str]:
-    return sorted(p.stem for p in PROTOCOLS_DIR.glob("*.yaml") if not p.stem.startswith("base"))
+    return sorted(p.stem for p in shipped_files("protocols") if not p.stem.startswith("base"))
 
 

@@ -1,4 +1,4 @@
-"""`python bench.py`: the embedded benchmark end to end on a fresh machine, no downloads.
+"""`fsv-bench`: the embedded benchmark end to end on a fresh machine, no downloads.
 
 Generate the synthetic dataset if missing, pretrain the backbone if missing, embed each video once, train
 every method that has parameters (selecting on val) unless its training has finished, evaluate every
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import time
 
+import harness.packages  # noqa: F401  (the harness's own methods/, whatever sys.path holds)
 import methods
 from harness.console import log
 from harness.pipeline import Settings, backbone_for, run_method
 from harness.protocol import find_protocol, load_protocol
 from harness.report import DEFAULT_INTERVAL, print_summaries
 from harness.train import train
+from methods.external import load_all
 
 QUICKSTART_PROTOCOLS = ("synthetic-5w1s", "synthetic-5w5s")
 
@@ -24,6 +26,8 @@ def quickstart(s: Settings, episodes: int | None = None, interval: str = DEFAULT
     protocols = [load_protocol(find_protocol(name)) for name in QUICKSTART_PROTOCOLS]
     backbone_for(protocols[0], s, pretrain_if_missing=True)
     summaries = []
+    for name, problem in load_all():  # an installed plug-in that cannot be loaded is named, not fatal
+        log(f"method '{name}' is left out: {problem}")
     for p in protocols:
         for name in methods.list_methods():
             if methods.get(name).trainable:  # trains, resumes a stopped training, or finds it finished

@@ -12,9 +12,10 @@ import io
 import json
 from pathlib import Path
 
-from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
+
+from harness.console import Console  # a closed pipe ends the command quietly
 
 #: the interval shown first (the headline) unless --interval says otherwise; harness/cli.py's default too
 DEFAULT_INTERVAL = "videos"

@@ -24,9 +24,7 @@ import json
 import shutil
 from pathlib import Path
 
-from rich.markup import escape
-
-from harness.console import log
+from harness.console import warn
 from harness.errors import HarnessError
 from harness.files import atomic_link_files, atomic_write_bytes, atomic_write_files, json_bytes
 from harness.locks import file_lock
@@ -161,7 +159,7 @@ def _finished(folder: Path, fingerprint: str) -> tuple[dict, bytes, bytes] | boo
     try:  # the hash, every record, and the summary's figures recomputed from the records
         verify_run(summary, records, folder)
     except HarnessError as e:  # damaged or edited: scored again, never served
-        log(f"[yellow]{escape(e.where or str(folder))}: {escape(e.what)}; this run is scored again[/]")
+        warn(f"{e.where or folder}: {e.what}; this run is scored again")
         return False
     return summary, records, summary_data
 

@@ -60,7 +60,7 @@ def accuracy_summary(per_episode: np.ndarray) -> dict:
 def _values(x) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64).ravel()
     if len(x) == 0:
-        raise HarnessError("an interval needs at least one episode, got none", fix="evaluate some episodes first (python bench.py run ...)")
+        raise HarnessError("an interval needs at least one episode, got none", fix="evaluate some episodes first (fsv-bench run ...)")
     return x
 
 

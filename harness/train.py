@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.markup import escape
 
+import harness.packages  # noqa: F401  (the harness's own methods/, whatever sys.path holds)
 import methods
 from harness.checkpoints import checkpoint_dir, load_checkpoint, save_checkpoint
-from harness.console import log, progress_bar
+from harness.console import log, progress_bar, warn
 from harness.episodes import EpisodeSet
 from harness.errors import HarnessError
 from harness.data.fingerprint import index_fingerprint
@@ -175,9 +175,12 @@ def train(p: Protocol, method: str, s: Settings, resume: bool = False, out: Path
     A stopped run of the very same training (its last.pt agrees on protocol, method, settings and backbone
     weights) is resumed, and a finished one is not trained again (`s.recompute` starts again from step 0).
     `resume=True` (`--resume`) insists: a last.pt of another run is an error instead of being replaced."""
+    from methods.external import import_modules
+
+    import_modules(p.imports, p.where)  # they may register `method` (the command line imported them already)
     head_cls = methods.get(method)
     if not getattr(head_cls, "trainable", False):
-        raise HarnessError(f"method '{method}' has nothing to train", fix=f"evaluate it directly: python bench.py run --protocol {p.source} --method {method}")
+        raise HarnessError(f"method '{method}' has nothing to train", fix=f"evaluate it directly: fsv-bench run --protocol {p.source} --method {method}")
     if resume and s.recompute:
         raise HarnessError("--resume continues a stopped training and --recompute starts it again: pass one of them")
     t, source = resolve_train_settings(p, head_cls)
@@ -247,7 +250,7 @@ def _train(p: Protocol, method: str, s: Settings, t: dict, source: dict, resume:
         except HarnessError as e:
             if resume:
                 raise
-            log(f"[yellow]{escape(str(last_path))} cannot be resumed from ({escape(e.what)}); training starts again[/]")
+            warn(f"{last_path} cannot be resumed from ({e.what}); training starts again")
             state, diff = None, []
         if diff:
             if resume:
@@ -255,7 +258,7 @@ def _train(p: Protocol, method: str, s: Settings, t: dict, source: dict, resume:
                     f"{last_path} was written for another run ({', '.join(diff)} differ)",
                     fix="train without --resume to start again, or pass the protocol and settings it was trained with",
                 )
-            log(f"[yellow]{escape(str(last_path))} holds a training of other settings ({', '.join(diff)} differ); it is replaced by this one[/]")
+            warn(f"{last_path} holds a training of other settings ({', '.join(diff)} differ); it is replaced by this one")
             state = None
     if state is not None:
         head.load_state_dict(state["state_dict"])
@@ -280,7 +283,7 @@ def _train(p: Protocol, method: str, s: Settings, t: dict, source: dict, resume:
         log(f"training {method} on {p.name}: {_recipe(t)} (from {method}'s train_defaults: {', '.join(from_method) or 'nothing'})")
     resumed_from = step
 
-    with progress_bar(f"training {method}", t["steps"] - step, s.show_progress) as advance:
+    with progress_bar(f"training {method}", t["steps"] - step, s.show_progress, unit="steps") as advance:
         while step < t["steps"]:
             head.train()
             ids = np.arange(step * t["tasks_per_batch"], (step + 1) * t["tasks_per_batch"])

@@ -36,7 +36,7 @@ Stat. 1(2)) on per-query outcomes c_o with residuals r_o = c_o - theta:
            1.0-1.2x the spread of the accuracy over fresh class sets, and the videos level's 0.9-1.15x the
            spread over fresh video pools of the same classes, where the episodes interval was 0.16-0.27x.
   Cost: one pass over the outcomes for the influences, then B x (videos + classes) integer draws: all three
-  levels of 10,000 episodes in about a second (`python bench.py calibrate` measures how well they cover).
+  levels of 10,000 episodes in about a second (`fsv-bench calibrate` measures how well they cover).
 
 A paired difference of two methods (c_o = correct_A - correct_B on the same queries) uses the same machinery;
 `level_test` gives its interval and a p-value that agree (the interval excludes 0 exactly when p < alpha,

@@ -51,7 +51,7 @@ _DECODER = json.JSONDecoder()
 def _fix(summary: dict | None = None) -> str:
     summary = summary if isinstance(summary, dict) else {}
     protocol, method = summary.get("protocol") or "P", summary.get("method") or "M"
-    return f"never edit result files; score the run again: python bench.py run --protocol {protocol} --method {method} --recompute"
+    return f"never edit result files; score the run again: fsv-bench run --protocol {protocol} --method {method} --recompute"
 
 
 # ----------------------------------------------------------------------------------------------- records
@@ -292,7 +292,7 @@ def load_verified(folder: Path | str) -> tuple[dict, list[dict], bytes]:
     summary_path, records_path = folder / SUMMARY, folder / RECORDS
     if not summary_path.is_file() or not records_path.is_file():
         missing = summary_path if not summary_path.is_file() else records_path
-        raise HarnessError(f"no finished run in {folder} ({missing.name} is missing)", fix="evaluate it first: python bench.py run --protocol P --method M")
+        raise HarnessError(f"no finished run in {folder} ({missing.name} is missing)", fix="evaluate it first: fsv-bench run --protocol P --method M")
     with file_lock(folder / LOCK, shared=True):
         summary = read_summary(summary_path)
         try:

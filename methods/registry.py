@@ -6,6 +6,9 @@
     head = create("protonet", metric="cosine")
     head.settings                     # {"metric": "cosine", "scale": 10.0}: every setting, defaults included
 
+Methods from outside `methods/` (installed plug-ins, `--method package.module:Class`, a protocol's `imports:`)
+come in through methods/external.py, which `get` and `list_methods` consult.
+
 The registry, not the head, records a head's settings: the constructor's arguments resolved against its
 signature, as plain JSON data, which results and checkpoints store and from which a head is rebuilt. It also
 checks them against the head's `settings_schema` (methods/settings.py: the kind and bounds of each setting)
@@ -16,6 +19,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
+import importlib
 import inspect
 import json
 from typing import Callable
@@ -102,11 +106,18 @@ def _record_settings(cls: type[nn.Module]) -> None:
     cls.__init__ = recording_init
 
 
+def registered(name: str) -> bool:
+    """Whether `name` is a registered method, loading the installed plug-in that provides it if need be
+    (methods/external.py); a plug-in of that name that cannot be loaded is a HarnessError saying why."""
+    if name not in _REGISTRY:
+        _external().load(name)
+    return name in _REGISTRY
+
+
 def get(name: str) -> type[nn.Module]:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownMethodError(name) from None
+    if not registered(name):
+        raise UnknownMethodError(name)
+    return _REGISTRY[name]
 
 
 #: facts about the run that a head may ask for by naming them in its constructor
@@ -195,5 +206,13 @@ def create(name: str, context: dict | None = None, **config) -> nn.Module:
     return cls(**facts, **settings)
 
 
+def _external():
+    """methods/external.py, imported by name: it only finds and registers heads, so it is no part of any head's
+    code (harness/provenance.py follows import statements; this keeps it out of every head's hash)."""
+    return importlib.import_module("methods.external")
+
+
 def list_methods(pattern: str = "*") -> list[str]:
+    """The registered methods whose names match `pattern`, installed plug-ins included (those that can be loaded)."""
+    _external().load_all()
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))

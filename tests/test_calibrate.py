@@ -156,7 +156,7 @@ def test_bad_requests_are_clean_errors(setup, capsys, tmp_path):
     assert "unknown method 'nosuch'" in _error(capsys, [*argv, "--method", "nosuch"])
     assert "--videos-per-class" in _error(capsys, [*argv, "--videos-per-class", "1"])
     err = _error(capsys, [*argv, "--method", "trx"])  # a trained head without its checkpoint, as `run` says
-    assert "no trained checkpoint" in err and "bench.py train" in err
+    assert "no trained checkpoint" in err and "fsv-bench train" in err
     other = tmp_path / "hmdb.yaml"
     other.write_text(setup["protocol"].read_text().replace("name: synthetic", "name: hmdb51"))
     at = argv.index("--protocol")

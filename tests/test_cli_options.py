@@ -125,14 +125,14 @@ UNUSED = [(c, o, w) for c in COMMANDS if c != "quickstart" for o in EVERY if o n
 
 @pytest.mark.parametrize("command, option, where", UNUSED, ids=[f"{c}-{o}-{w}" for c, o, w in UNUSED])
 def test_an_option_the_command_does_not_use_is_refused_by_name(captured, capsys, command, option, where):
-    err = refused(capsys, placed(command, GIVEN[option][0], where), f"error: {option}: not used by `bench.py {command}`", "fix: leave " + option + " out")
+    err = refused(capsys, placed(command, GIVEN[option][0], where), f"error: {option}: not used by `fsv-bench {command}`", "fix: leave " + option + " out")
     assert captured == [], "the command ran"
     for takes in TAKES[command]:
         assert takes in err.split("fix:")[1]  # the fix says what the command takes instead
 
 
 def test_splits_refuses_common_options_between_its_two_words(captured, capsys):
-    refused(capsys, ["splits", "--quiet", "verify", "folder"], "--quiet", "`bench.py splits verify`", "none of the common options")
+    refused(capsys, ["splits", "--quiet", "verify", "folder"], "--quiet", "`fsv-bench splits verify`", "none of the common options")
     assert captured == []
 
 

@@ -269,8 +269,12 @@ def test_files_of_no_known_split(tmp_path):
 
 
 def test_bad_arguments_are_errors(tmp_path):
-    with pytest.raises(HarnessError, match="is not a folder"):
+    with pytest.raises(HarnessError, match="absent does not exist"):
         verify(tmp_path / "absent")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(HarnessError, match="file is not a folder"):
+        verify(tmp_path / "file")
+    (tmp_path / "file").unlink()
     with pytest.raises(HarnessError, match="holds no .txt or .list file"):
         verify(tmp_path)
     (tmp_path / "x.txt").write_text("a/b\n")

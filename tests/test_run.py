@@ -153,7 +153,7 @@ def test_the_printout_shows_the_papers_interval_and_the_videos_interval_labelled
     err = capsys.readouterr().err
     assert err.startswith("error: --interval: unknown interval 'pool'") and "fix: use episodes" in err and "Traceback" not in err
     assert main(["train", "--protocol", protocol.source, "--method", "trx", "--interval", "videos"]) == 2, "train shows no interval"
-    assert "--interval: not used by `bench.py train`" in capsys.readouterr().err
+    assert "--interval: not used by `fsv-bench train`" in capsys.readouterr().err
 
 
 def test_a_summary_from_before_intervals_is_printed_with_intervals_from_its_records(protocol, home, tmp_path, capsys):

@@ -89,7 +89,7 @@ def test_resume_reaches_the_same_result_as_an_uninterrupted_run(write_protocol, 
 
 def test_run_without_a_checkpoint_says_how_to_train(write_protocol, home, tmp_path):
     p = load_protocol(write_protocol(name="untrained"))
-    with pytest.raises(HarnessError, match="python bench.py train --protocol .* --method test-linear-proto"):
+    with pytest.raises(HarnessError, match="fsv-bench train --protocol .* --method test-linear-proto"):
         run_method(p, "test-linear-proto", settings(home, tmp_path))
 
 

@@ -2,7 +2,7 @@
 
 It keeps a temporal axis, as the order-sensitive heads need: a 16 x 64 x 64 clip becomes a map
 [128, 8, 2, 2] (8 time steps of 4 positions: 32 positions in all, so that attention over every position,
-as STAF computes it, stays cheap on a CPU). It has no published weights: `python bench.py pretrain`
+as STAF computes it, stays cheap on a CPU). It has no published weights: `fsv-bench pretrain`
 trains it on the synthetic training classes.
 """
 from __future__ import annotations

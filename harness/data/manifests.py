@@ -29,8 +29,9 @@ import yaml
 
 from harness.data.splits import read_split_file
 from harness.errors import HarnessError
+from harness.shipped import shipped_dir
 
-SPLITS_DIR = Path(__file__).resolve().parents[2] / "splits"
+SPLITS_DIR = shipped_dir("splits")  # the checkout's splits/, or the installed package's copy
 PARTS = ("train", "val", "test")
 FINGERPRINT_BYTES = 6
 SHOWN = 5  # how many examples of each kind of difference a report lists
@@ -183,10 +184,16 @@ def _load(folder: Path) -> tuple[Manifest, ...]:
     return tuple(read_manifest(path) for path in sorted(folder.glob("*.yaml")))
 
 
-def load_manifests(folder: Path = SPLITS_DIR) -> dict[str, Manifest]:
-    """name -> Manifest for every `splits/*.yaml`."""
+def load_manifests(folder: Path | None = None) -> dict[str, Manifest]:
+    """name -> Manifest for every `*.yaml` in `folder` (default: the shipped `splits/`)."""
+    shipped = folder is None  # else a folder passed in
+    folder = shipped_dir("splits") if shipped else Path(folder)
     manifests: dict[str, Manifest] = {}
-    for m in _load(Path(folder).resolve()):
+    found = _load(folder.resolve())
+    if not found:
+        fix = "reinstall fsv-bench from its checkout (`pip install .`) or from its wheel: both carry splits/*.yaml" if shipped else "pass the folder of the split manifests"
+        raise HarnessError(f"no split manifest (.yaml file) in {folder}", fix=fix)
+    for m in found:
         if m.name in manifests:
             raise HarnessError(f"two manifests are named '{m.name}': {manifests[m.name].path} and {m.path}", fix="give each manifest its own name")
         manifests[m.name] = m
@@ -454,8 +461,11 @@ def _describe(check: PartCheck, m: Manifest, published: str = "published") -> li
 
 def _candidates(folder: Path) -> dict[str, SplitText]:
     """The folder's .txt files, and .list files as the CMN authors name theirs."""
-    paths = sorted(p for p in folder.iterdir() if p.suffix in (".txt", ".list") and p.is_file())
-    return {p.name: read_text(p) for p in paths}
+    try:
+        paths = sorted(p for p in folder.iterdir() if p.suffix in (".txt", ".list") and p.is_file())
+        return {p.name: read_text(p) for p in paths}
+    except OSError as e:  # a folder or file that cannot be read (permissions, a vanished file)
+        raise HarnessError(f"cannot read {e.filename or folder}: {e.strerror or e}", fix="pass a folder of split files you can read") from None
 
 
 def _assign(manifest: Manifest, texts: dict[str, SplitText]) -> dict[str, tuple[SplitText | None, str]]:
@@ -494,7 +504,7 @@ def _synthetic_manifest(manifest: Manifest, folder: Path) -> tuple[Manifest, lis
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise HarnessError(
             f"cannot rebuild the synthetic split: {record_path} is missing or unreadable ({e})",
-            fix="the synthetic split depends on its seed; verify a folder written by `python bench.py synth --out DIR`",
+            fix="the synthetic split depends on its seed; verify a folder written by `fsv-bench synth --out DIR`",
         ) from None
     parts = {}
     for part, spec_part in manifest.parts.items():
@@ -514,7 +524,8 @@ def verify(folder: Path, name: str | None = None) -> VerifyReport:
     """Compare the split files in `folder` with a published split (the one named, or the one they match)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise HarnessError(f"{folder} is not a folder", fix="pass the folder that holds the split files (e.g. trainlist03.txt)")
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise HarnessError(f"{folder} {what}", fix="pass the folder that holds the split files (e.g. trainlist03.txt)")
     manifests = load_manifests()
     if name is not None and name not in manifests:
         raise HarnessError(f"unknown split '{name}'", where="--split", fix=f"use one of: {', '.join(manifests)}")
@@ -538,8 +549,8 @@ def verify(folder: Path, name: str | None = None) -> VerifyReport:
     else:
         published = [m for m in manifests.values() if m.published]
         shared = {m.name: sum(shared_lines(m.parts[p], t) for p, (t, _) in _assign(m, texts).items() if t) for m in published}
-        manifest = max(published, key=lambda m: shared[m.name])
-        if not shared[manifest.name]:
+        manifest = max(published, key=lambda m: shared[m.name], default=None)
+        if manifest is None or not shared[manifest.name]:
             notes = [f"no file matches a published split by SHA-256, and no line of them is a line of one: "
                      f"{', '.join(texts)} compared with {', '.join(shared)}"]
             return VerifyReport(False, None, folder, {}, "closest", notes)
@@ -564,7 +575,7 @@ def verify(folder: Path, name: str | None = None) -> VerifyReport:
 
 
 def cmd_splits_verify(folder: str, name: str | None) -> int:
-    """`python bench.py splits verify DIR [--split NAME]`: print the report; 0 if the files are the published ones."""
+    """`fsv-bench splits verify DIR [--split NAME]`: print the report; 0 if the files are the published ones."""
     report = verify(Path(folder), name)
     print("\n".join(report.lines()))
     return 0 if report.ok else 1
