@@ -486,13 +486,15 @@ def build_parser(prog: str = "fsv-bench") -> argparse.ArgumentParser:
     cmp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default: 0)")
     cmp.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
     board = command("leaderboard", "methods x protocols from the results folder, every number with its provenance", cmd_leaderboard)
-    board.add_argument("--format", choices=["rich", "md", "csv", "json"], default="rich")
+    board.add_argument("--format", choices=["rich", "md", "csv", "json", "latex", "html"], default="rich",
+                       help="rich (terminal), md, csv, json, latex (a booktabs tabular for a paper) or html (one static page; with --plot it holds the picture)")
     board.add_argument("--out", metavar="FILE", help="write the table to FILE instead of the terminal")
     board.add_argument("--plot", metavar="FILE", help="FILE.svg (needs nothing) or FILE.png (needs matplotlib)")
 
     perf = command("perf", "speed benchmarks: harness vs per-episode pipeline, batched vs one-at-a-time heads, extraction workers", cmd_perf)
     perf.add_argument("--quick", action="store_true", help="smaller sizes: about a minute on 2 cores")
     perf.add_argument("--out", metavar="FILE.json", help="where to write the results (default: perf-full.json or perf-quick.json)")
+    perf.add_argument("--quickstart", action="store_true", help="also time the quickstart, cold (in a fresh data home) and warm, with its phases (minutes)")
     perf.add_argument("--load", type=int, default=0, metavar="N", help="also score the heads while N busy processes compete for the cores (as on a shared machine), and report both")
 
     cal = command("calibrate", "how often each level's 95%% interval covers the accuracy of fresh pools of synthetic videos and classes", cmd_calibrate)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from harness.episodes import EpisodeSet
-from harness.threads import most_lanes, run_in_lanes
+from harness.threads import lanes, run_in_lanes
 from methods import Head, feature_view
 from methods.base import block_size
 
@@ -26,7 +26,7 @@ def embed_pool(head: Head, maps: torch.Tensor, device: torch.device) -> torch.Te
     pool it is embedded in (alone or among others, in any order)."""
     head.eval().to(device)
     starts = range(0, len(maps), EMBED_BLOCK)  # blocks side by side in lanes (harness/threads.py): the same bits
-    return torch.cat(run_in_lanes(lambda i: _embed_block(head, maps[i : i + EMBED_BLOCK], device), starts, torch.inference_mode, cpu=device.type == "cpu"))
+    return torch.cat(run_in_lanes(lambda i: _embed_block(head, maps[i : i + EMBED_BLOCK], device), starts, torch.inference_mode, cpu=torch.device(device).type == "cpu"))
 
 
 def _embed_block(head: Head, maps: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -53,7 +53,7 @@ def score_episodes(head: Head, reps: torch.Tensor, episodes: EpisodeSet, ids: np
     block = block_size(getattr(head, "episodes_per_block", 1), device)
     step = min(E, block * max(1, GATHER_BYTES // (reps[0].numel() * reps.element_size() * (S + Q) * block)))
     if device.type == "cpu":
-        step = min(step, block * -(-E // (2 * most_lanes() * block)))  # at least two slices a lane
+        step = min(step, block * -(-E // (2 * lanes() * block)))  # at least two slices a lane
     buffers = threading.local()
 
     def score_slice(lo: int) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The leaderboard: methods x protocols from a results folder, every number traceable to its inputs.
 
-    fsv-bench leaderboard [--results DIR] [--format rich|md|csv|json] [--out FILE] [--plot FILE.png|svg]
+    fsv-bench leaderboard [--results DIR] [--format rich|md|csv|json|latex|html] [--out FILE] [--plot FILE.png|svg]
 
 Only verified runs are shown as measured (harness.verify: the records have the SHA-256 their summary names,
 every record is well formed, and the summary's figures are the ones the records give). The accuracy shown is
@@ -31,6 +31,9 @@ harness version or backbone code, the data, the backbone weights. Cells whose ep
 within each set only. Cells of different methods differ in their methods' settings by nature; that is no
 warning.
 
+`latex` (a booktabs tabular for a paper) and `html` (one static page for a website) are written by
+harness/publish.py from the same cells.
+
 The picture is drawn without any plotting library for SVG (written by hand below); PNG needs matplotlib,
 imported only when a PNG is asked for.
 """
@@ -51,7 +54,7 @@ from harness.reported import reported_for
 from harness.uncertainty import LEVELS, check_level, intervals_of
 from harness.verify import figures, load_verified
 
-FORMATS = ("rich", "md", "csv", "json")
+FORMATS = ("rich", "md", "csv", "json", "latex", "html")
 SET_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -218,11 +221,15 @@ def _headline(board: dict) -> str:
     return board.get("interval", DEFAULT_INTERVAL)
 
 
-def _cell(m: dict, headline: str = DEFAULT_INTERVAL) -> str:
+def _cell(m: dict, headline: str = DEFAULT_INTERVAL, marks: bool = True) -> str:
+    """'62.31 (videos 60.92–63.70; episodes ± 0.43) * [2] (set b)': the mean first, then its intervals; `marks`:
+    the best's `*` and the reference to its footer line (left out where the best is set in bold and the footer
+    is kept out of the table)."""
     text = interval_cell(m["accuracy"], m["ci95"], m["intervals"], headline)
-    if m["best"]:
+    if marks and m["best"]:
         text += " *"
-    text += f" [{m['ref']}]"
+    if marks:
+        text += f" [{m['ref']}]"
     if m["mixed_episode_sets"]:
         text += f" (set {m['episode_set']})"
     return text
@@ -238,13 +245,19 @@ def _header(col: dict) -> str:
     return f"{col['name']} ({way_shot})" if way_shot else col["name"]
 
 
-def measured_table(board: dict) -> tuple[list[str], list[list[str]]]:
+def measured_table(board: dict, cell=_cell) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): a row per method, a column per protocol; `cell(m, headline)` writes a measured cell, "-"
+    stands where a method has none."""
     columns = ["method"] + [f"{_header(c)}, {_n(board, c['name'])}" for c in board["protocols"]]
     cells = {(m["method"], m["column"]): m for m in board["measured"]}
     rows = []
     for method in _methods(board["measured"]):
-        rows.append([method] + [_cell(cells[(method, c["name"])], _headline(board)) if (method, c["name"]) in cells else "-" for c in board["protocols"]])
+        rows.append([method] + [cell(cells[(method, c["name"])], _headline(board)) if (method, c["name"]) in cells else "-" for c in board["protocols"]])
     return columns, rows
+
+
+#: the heading of the published numbers, wherever they are shown
+REPORTED_TITLE = "Reported in papers (not measured here; other episodes, backbones and evaluation)"
 
 
 def reported_table(board: dict) -> tuple[list[str], list[list[str]]]:
@@ -306,12 +319,12 @@ def _column_notes(col: dict, board: dict) -> list[str]:
     return lines
 
 
-def footer(board: dict, legend: bool = True) -> list[str]:
-    """What the intervals cover (unless `legend` is False: a table caption says it), one line per measured
-    cell (what produced it), then the notes and flags that apply."""
+def footer(board: dict, legend: bool = True, best: str = "*") -> list[str]:
+    """What the intervals cover (unless `legend` is False: a table caption says it), how the best is marked
+    (`best`), one line per measured cell (what produced it), then the notes and flags that apply."""
     lines = [interval_legend(_headline(board))] if legend else []
     lines += [
-        "* best mean accuracy among comparable cells of a column (use `bench.py compare` for significance); "
+        f"{best} best mean accuracy among comparable cells of a column (use `bench.py compare` for significance); "
         "every number is recomputed from its verified records",
     ]
     for m in board["measured"]:
@@ -372,7 +385,7 @@ def to_markdown(board: dict) -> str:
     out = [f"## Measured here: accuracy (%) with 95% intervals from `{board['results']}`", ""]
     out += _md_table(*measured_table(board))
     if board["reported"]:
-        out += ["", "## Reported in papers (not measured here; other episodes, backbones and evaluation)", ""]
+        out += ["", f"## {REPORTED_TITLE}", ""]
         columns, rows = reported_table(board)
         out += _md_table(columns, rows, text_columns=(0, len(columns) - 1))
     out += [""] + [f"- {chr(92) + line if line.startswith('*') else line}" for line in footer(board)]  # "- *" would nest a list
@@ -588,8 +601,13 @@ def plot(board: dict, path: Path) -> None:
         raise HarnessError(f"cannot draw a picture as '{path.suffix or path.name}'", fix="name a .svg file (needs nothing) or a .png file (needs matplotlib)")
 
 
-def render(board: dict, fmt: str) -> str:
-    """The leaderboard as text in one of FORMATS (rich as plain text, for a file)."""
+def render(board: dict, fmt: str, picture: bool = False) -> str:
+    """The leaderboard as text in one of FORMATS (rich as plain text, for a file); `picture`: the html page
+    holds the SVG picture too."""
+    if fmt in ("latex", "html"):
+        from harness import publish
+
+        return publish.to_latex(board) if fmt == "latex" else publish.to_html(board, picture)
     if fmt == "md":
         return to_markdown(board)
     if fmt == "csv":
@@ -608,8 +626,8 @@ def render(board: dict, fmt: str) -> str:
 
 
 def cmd_leaderboard(args) -> int:
-    """`bench.py leaderboard [--results DIR] [--interval episodes|videos|classes] [--format rich|md|csv|json] [--out FILE]
-    [--plot FILE.png|svg]`."""
+    """`bench.py leaderboard [--results DIR] [--interval episodes|videos|classes] [--format rich|md|csv|json|latex|html]
+    [--out FILE] [--plot FILE.png|svg]` (html with --plot holds the picture too, as SVG)."""
     fmt = getattr(args, "format", "rich") or "rich"
     interval = check_level(getattr(args, "interval", None) or DEFAULT_INTERVAL, "--interval")
     if fmt not in FORMATS:
@@ -620,13 +638,13 @@ def cmd_leaderboard(args) -> int:
         _matplotlib()  # before any output: say what is missing first
     board = build(Path(args.results), interval)
     if args.out:
-        atomic_write_text(Path(args.out), render(board, fmt))
+        atomic_write_text(Path(args.out), render(board, fmt, picture=bool(args.plot)))
         print(f"leaderboard written to {args.out}")
     elif fmt == "rich":
         rich = to_rich(board)
         wide_console(*rich.renderables[:-1]).print(rich)
     else:
-        print(render(board, fmt), end="")
+        print(render(board, fmt, picture=bool(args.plot)), end="")
     if args.plot:
         plot(board, Path(args.plot))
         print(f"picture written to {args.plot}")

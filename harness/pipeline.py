@@ -29,6 +29,7 @@ from harness.errors import HarnessError
 from harness.evaluate import embed_pool, evaluate
 from harness.features import FeatureStore
 from harness.locks import file_lock
+from harness.phases import phase
 from harness.pretrain import PRETRAIN_DEFAULTS, pretrain, pretrained_path
 from harness.protocol import Protocol, canonical_json, dataset_root, protocol_origin, resolve_path, split_dir
 from harness.provenance import code_record, environment
@@ -105,7 +106,7 @@ def generate_synthetic(root: Path, spec: "synthetic.SyntheticSpec", show_progres
             last[0] = done
 
         try:
-            with file_lock(root.parent / f".{root.name}.lock", what=f"generating {root}"):  # the second finds it done
+            with file_lock(root.parent / f".{root.name}.lock", what=f"generating {root}"), phase("generating the synthetic videos"):  # the second finds it done
                 return synthetic.generate(root, spec, progress=report, workers=workers)
         except ValueError as e:  # a folder that holds something else, or another spec
             raise HarnessError(str(e)) from None
@@ -157,7 +158,7 @@ def backbone_for(p: Protocol, s: Settings, pretrain_if_missing: bool = False) ->
                     log(f"pretraining backbone '{p.backbone.name}' on the {len(train_index.classes)} train classes ({len(train_index)} videos)")
                     started = time.perf_counter()
                     steps = PRETRAIN_DEFAULTS["epochs"] * -(-len(train_index) // PRETRAIN_DEFAULTS["batch_size"])
-                    with progress_bar("pretraining", steps, s.show_progress, unit="steps") as advance:
+                    with progress_bar("pretraining", steps, s.show_progress, unit="steps") as advance, phase("pretraining the backbone"):
                         with torch.random.fork_rng():  # the initial weights too come from the pretraining seed
                             torch.manual_seed(PRETRAIN_DEFAULTS["seed"])
                             fresh = create_backbone(p.backbone.name)
@@ -187,7 +188,7 @@ def features_for(p: Protocol, s: Settings, index: VideoIndex, backbone: torch.nn
             share = f" of the {len(missing)} missing, shared among {size} processes" if size > 1 else ""  # rank 0 speaks for its share
             log(f"embedding {len(todo)} {index.part} videos{share}" + (f" ({cached} are in the feature store already)" if cached else ""))
             started = time.perf_counter()
-            with progress_bar(f"embedding {index.part} videos", len(todo), s.show_progress, unit="videos") as advance:
+            with progress_bar(f"embedding {index.part} videos", len(todo), s.show_progress, unit="videos") as advance, phase("embedding videos with the backbone"):
                 store.extract(todo, backbone, s.device, s.extract_batch, s.workers, progress=advance)
             seconds = time.perf_counter() - started
             log(f"embedded {len(todo)} {index.part} videos in {seconds:.1f} s ({len(todo) / max(seconds, 1e-9):.1f} clips/s)")
@@ -398,7 +399,8 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
     log(f"{method} on {p.name}: scoring {len(episodes) - resumed} episodes" + (f" ({resumed} were scored before a stop)" if resumed else ""))
 
     t = time.perf_counter()
-    reps = embed_pool(head, maps, s.device)
+    with phase(f"scoring {method}"):
+        reps = embed_pool(head, maps, s.device)
     timings["embed_s"] = time.perf_counter() - t
     t = time.perf_counter()
     rank, size = distributed.world()
@@ -413,7 +415,7 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
             return {}
         done = {start: folder.read_chunk(path) for start, path in folder.finished_chunks().items()}
     # under torchrun every chunk is done by now: rank 0 only reads them back, with no progress to show
-    with progress_bar(f"{method} on {p.name}", len(episodes), s.show_progress if size == 1 else False, unit="episodes") as advance:
+    with progress_bar(f"{method} on {p.name}", len(episodes), s.show_progress if size == 1 else False, unit="episodes") as advance, phase(f"scoring {method}"):
         records = evaluate(head, reps, episodes, s.batch_episodes, done=done, on_chunk=folder.write_chunk, progress=advance)
     timings["heads_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0

@@ -164,6 +164,13 @@ def code_record(head_class: type, backbone: str) -> dict:
     return {"harness_version": harness.__version__, **head_code(head_class), "backbone_code_sha256": backbone_code_sha256(backbone), **git_version()}
 
 
+def _scoring_threads(device: torch.device) -> dict | None:
+    """How the CPU scored and embedded (harness/threads.py): lanes of one intra-op thread; None on a GPU."""
+    from harness.threads import policy
+
+    return policy() if torch.device(device).type == "cpu" else None
+
+
 def environment(device: torch.device) -> dict:
     """The `environment` field of a run summary: where the arithmetic ran and with which settings."""
     cuda = device.type == "cuda"
@@ -173,6 +180,7 @@ def environment(device: torch.device) -> dict:
         "cuda": torch.version.cuda if cuda else None,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
         "torch_threads": torch.get_num_threads(),
+        "scoring_threads": _scoring_threads(device),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
         "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),

@@ -1,24 +1,23 @@
-"""Scoring and embedding on a CPU shared with other work: lanes of single-threaded kernels, as many as the
-machine has free cores now.
+"""Scoring and embedding on a CPU shared with other work: lanes of single-threaded kernels, one per core.
 
 PyTorch splits one operation over all cores (OpenMP intra-op threads), and every thread must finish its share
 before the next operation starts. On a machine where other processes are busy, one of those threads is often
 not scheduled and the others wait for it at every operation: on 2 cores shared with two busy processes, TRX
-scored 6.7 episodes/s with 2 threads against 237 with 1 (467 with 2 on the quiet machine). And the low bits of
-a reduction can depend on how many threads split it (STAF's logits do), so a run's predictions would depend on
-the cores it was given.
+scored 69-100 episodes/s batched this way against 460 on the quiet machine, slower than one episode per call.
+And the low bits of a reduction can depend on how many threads split it (STAF's logits do), so a run's
+predictions would depend on the cores it was given.
 
 So the harness scores (and embeds) with one intra-op thread, and runs independent slices of episodes (blocks of
-videos) side by side in `lanes()` Python threads, which release the interpreter inside every kernel. A slice is a
-whole number of a head's episode blocks, and a head's predictions do not depend on how episodes are batched
-(tests/test_heads.py), so neither the number of lanes nor the load changes a bit of any result. Each lane takes
-its next slice only while the machine has a free core for it (lane 0 always goes on): nobody waits for a lane
-that is not scheduled, except at the end of a chunk.
+videos) side by side in `lanes()` Python threads, which release the interpreter inside every kernel. A lane
+never waits for another except at the end of a chunk, so a lane that is not scheduled for a while delays only
+its own slice; under load the lanes get their fair share of the cores, as any other program's threads do
+(measured on 2 cores with two busy processes: TRX 305-336 episodes/s against 678 quiet, STAF 432-439 against
+898). A slice is a whole number of a head's episode blocks, and a head's predictions do not depend on how
+episodes are batched (tests/test_heads.py), so neither the number of lanes nor the load changes a bit of any
+result, and the results are the same on a machine with any number of cores.
 
-* `lanes()`: the CPUs this process may use minus the other runnable tasks (Linux: the instantaneous count of
-  `/proc/loadavg`; elsewhere the 1-minute load average), between 1 and the CPUs PyTorch would use
-  (`OMP_NUM_THREADS` or the CPU count).
-* `FSV_THREADS=N` fixes the lanes at N (no adapting); `FSV_THREADS=auto` (the default) adapts.
+* `lanes()`: the CPUs PyTorch would use on its own (`OMP_NUM_THREADS` or the CPU count); `FSV_THREADS=N` sets N.
+  Fewer lanes when others are busy was measured too, and was slower: a lane that is not there gets no share.
 * Waiting OpenMP threads sleep instead of spinning (`OMP_WAIT_POLICY=PASSIVE`, set before PyTorch starts unless
   the user set it), which helps the backbone and training, which keep PyTorch's usual threads.
 """
@@ -26,7 +25,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence, TypeVar
@@ -36,11 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when the OpenM
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: seconds between two looks at the machine's load (one look reads /proc/loadavg three times: microseconds)
-LOOK_EVERY_S = 0.05
-
-_state: dict = {"limit": None, "last_look": 0.0, "lanes": None}
-_lock = threading.Lock()
+_state: dict = {"limit": None}
 
 
 def most_lanes() -> int:
@@ -55,35 +49,14 @@ def most_lanes() -> int:
 def policy() -> dict:
     """What a summary or a perf JSON records about threads."""
     fixed = os.environ.get("FSV_THREADS", "auto")
-    return {"lanes": "auto" if fixed == "auto" else int(fixed), "most_lanes": most_lanes(), "threads_per_lane": 1,
+    return {"lanes": lanes(), "lanes_set_by": "FSV_THREADS" if fixed != "auto" else "CPUs", "threads_per_lane": 1,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
 
-def others_running() -> float:
-    """Tasks that want a CPU now, other than this one: the least of three looks at /proc/loadavg's running count
-    (a task that only passes by, like a shell command, is not counted), or the 1-minute load average elsewhere."""
-    try:
-        counts = []
-        for _ in range(3):
-            with open("/proc/loadavg") as f:
-                counts.append(int(f.read().split()[3].split("/")[0]))
-        return max(0, min(counts) - 1)  # the reader itself is running
-    except (OSError, ValueError, IndexError):
-        return max(0.0, os.getloadavg()[0] - 1) if hasattr(os, "getloadavg") else 0.0
-
-
 def lanes() -> int:
-    """How many slices may run side by side now: the CPUs free now (1 to `most_lanes()`), or FSV_THREADS."""
+    """How many slices run side by side: FSV_THREADS, or the CPUs PyTorch would use."""
     fixed = os.environ.get("FSV_THREADS", "auto")
-    if fixed != "auto":
-        return int(fixed)
-    with _lock:
-        now = time.monotonic()
-        if _state["lanes"] is None or now - _state["last_look"] >= LOOK_EVERY_S:
-            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            _state["lanes"] = int(max(1, min(most_lanes(), cpus - others_running())))
-            _state["last_look"] = now
-        return _state["lanes"]
+    return int(fixed) if fixed != "auto" else most_lanes()
 
 
 @contextmanager
@@ -101,8 +74,8 @@ def one_thread_per_lane() -> Iterator[None]:
 
 
 def run_in_lanes(work: Callable[[T], R], items: Sequence[T], setup: Callable[[], object] | None = None, cpu: bool = True) -> list[R]:
-    """[work(item) for item in items], computed side by side in up to `lanes()` threads with one intra-op thread
-    each; lane k > 0 takes a next item only while `lanes()` > k. `setup()` gives a context entered in every lane
+    """[work(item) for item in items], computed side by side in `lanes()` threads with one intra-op thread each,
+    each lane taking the next item as it finishes one. `setup()` gives a context entered in every lane
     (thread-local modes such as torch.inference_mode must be entered in the thread that computes). With
     cpu=False (the work runs on a GPU, which orders it anyway) the items run one after another, threads untouched."""
     if not cpu:
@@ -112,9 +85,9 @@ def run_in_lanes(work: Callable[[T], R], items: Sequence[T], setup: Callable[[],
     taken = iter(range(len(items)))
     take = threading.Lock()
 
-    def lane(k: int) -> None:
+    def lane() -> None:
         with (setup() if setup else _nothing()):
-            while k == 0 or lanes() > k:
+            while True:
                 with take:
                     i = next(taken, None)
                 if i is None:
@@ -124,10 +97,10 @@ def run_in_lanes(work: Callable[[T], R], items: Sequence[T], setup: Callable[[],
     n = min(lanes(), len(items))
     with one_thread_per_lane():
         if n <= 1:
-            lane(0)
+            lane()
         else:
             with ThreadPoolExecutor(n, thread_name_prefix="fsv-lane") as pool:
-                for future in [pool.submit(lane, k) for k in range(n)]:
+                for future in [pool.submit(lane) for _ in range(n)]:
                     future.result()  # an error in a lane is raised here
     return results
 
@@ -142,6 +115,7 @@ def check_setting() -> None:
     from harness.errors import HarnessError
 
     value = os.environ.get("FSV_THREADS", "auto")
-    if value != "auto" and not (value.isdigit() and int(value) >= 1):
-        raise HarnessError(f"FSV_THREADS must be 'auto' or a whole number of at least 1, got '{value}'", where="environment variable FSV_THREADS",
-                           fix="unset it (auto: as many lanes as free cores) or set it to e.g. 1")
+    cpus = os.cpu_count() or 1
+    if value != "auto" and not (value.isdigit() and 1 <= int(value) <= 4 * cpus):
+        raise HarnessError(f"FSV_THREADS must be 'auto' or a whole number from 1 to {4 * cpus} (4 per CPU), got '{value}'", where="environment variable FSV_THREADS",
+                           fix="unset it (auto: a lane per CPU) or set it to e.g. 1")

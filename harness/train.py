@@ -34,6 +34,7 @@ from harness.evaluate import embed_pool, evaluate
 from harness.files import atomic_write_json, atomic_write_text
 from harness.data.clips import augment, jittered_indices, load_clip, read_frames
 from harness.locks import file_lock
+from harness.phases import phase
 from harness.pipeline import Settings, backbone_for, build_head, features_for, head_settings, load_index, remove_stale_temporaries, state_sha256
 from harness.protocol import MAX_TRAIN_EPISODES, Protocol, TrainSpec, train_spec
 from harness.provenance import head_code, sources_sha256
@@ -187,7 +188,7 @@ def train(p: Protocol, method: str, s: Settings, resume: bool = False, out: Path
     _check_request(p, method, t, source)
     out = out or checkpoint_dir(s.home, p.name, method)
     # one training per folder at a time: a second process waits, then resumes or finds the run finished
-    with file_lock(out / ".lock", what=f"training {method} on {p.name}"):
+    with file_lock(out / ".lock", what=f"training {method} on {p.name}"), phase(f"training {method}"):
         remove_stale_temporaries(out)  # under the lock, so left by a killed process
         return _train(p, method, s, t, source, resume, out)
 
