@@ -14,7 +14,7 @@ import methods
 from harness import distributed, phases
 from harness.files import atomic_write_json
 from harness.console import log
-from harness.pipeline import Settings, backbone_for, run_method
+from harness.pipeline import Settings, backbone_for, one_index_per_split, run_method
 from harness.protocol import find_protocol, load_protocol
 from harness.report import DEFAULT_INTERVAL, print_summaries
 from harness.train import train
@@ -26,6 +26,11 @@ PHASES_FILE = "quickstart-phases.json"
 
 
 def quickstart(s: Settings, episodes: int | None = None, interval: str = DEFAULT_INTERVAL) -> list[dict]:
+    with one_index_per_split():  # the steps below read the same splits many times
+        return _quickstart(s, episodes, interval)
+
+
+def _quickstart(s: Settings, episodes: int | None, interval: str) -> list[dict]:
     started = time.perf_counter()
     phases.reset()
     protocols = [load_protocol(find_protocol(name)) for name in QUICKSTART_PROTOCOLS]

@@ -85,14 +85,6 @@ def test_intra_op_threads_come_back_after_the_lanes(restore_threads):
     assert torch.get_num_threads() == 2
 
 
-def test_waiting_threads_sleep_unless_the_user_says_otherwise():
-    code = "import harness, os; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "PASSIVE"
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
-    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "ACTIVE"
-
-
 @pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "", "100000"])
 def test_a_bad_fsv_threads_is_refused_by_name(value):
     env = {**os.environ, "FSV_THREADS": value}
