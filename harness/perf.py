@@ -342,10 +342,7 @@ def bench_heads(size: PerfSize, device: torch.device, log, load: int = 0) -> dic
         embed_s = time.perf_counter() - t
         del maps
         evaluate(head, reps, episodes, size.batch_episodes, only={0})  # untimed warm-up: allocator and kernel set-up
-        t = time.perf_counter()
-        batched = evaluate(head, reps, episodes, size.batch_episodes)
-        _sync(device)
-        batched_s = time.perf_counter() - t
+        batched, batched_s = _timed_batched(head, reps, episodes, size, device)
         with _one_episode_per_call(head):
             evaluate(head, reps, single_set, 1, only={0})  # untimed warm-up
             single, single_s, single_n = _timed_single(head, reps, single_set, device)
@@ -397,6 +394,16 @@ def bench_heads(size: PerfSize, device: torch.device, log, load: int = 0) -> dic
 SINGLE_MIN_S = 1.0
 
 
+def _timed_batched(head, reps, episodes, size: PerfSize, device) -> tuple[list[dict], float]:
+    """The records of scoring `episodes` batched, as `run` does, and the seconds taken."""
+    from harness.evaluate import evaluate
+
+    t = time.perf_counter()
+    batched = evaluate(head, reps, episodes, size.batch_episodes)
+    _sync(device)
+    return batched, time.perf_counter() - t
+
+
 def _timed_single(head, reps, single_set, device) -> tuple[list[dict], float, int]:
     """The records of scoring `single_set` one episode per call, the seconds taken and the episodes scored:
     the set is scored again until SINGLE_MIN_S have passed (at most 100 times)."""
@@ -414,15 +421,10 @@ def _timed_single(head, reps, single_set, device) -> tuple[list[dict], float, in
 
 def _loaded_rates(head, reps, episodes, single_set, size: PerfSize, device, load: int, quiet_predictions) -> dict:
     """The batched and one-at-a-time rates again, while `load` busy processes compete for the cores."""
-    from harness.evaluate import evaluate
-
     with competing_load(load):
-        t = time.perf_counter()
-        batched = evaluate(head, reps, episodes, size.batch_episodes)
-        _sync(device)
-        batched_s = time.perf_counter() - t
+        batched, batched_s = _timed_batched(head, reps, episodes, size, device)
         with _one_episode_per_call(head):
-            single, single_s, single_n = _timed_single(head, reps, single_set, device)
+            _, single_s, single_n = _timed_single(head, reps, single_set, device)
     return {
         "batched_eps": round(len(batched) / batched_s, 1),
         "single_eps": round(single_n / single_s, 1),

@@ -1,9 +1,9 @@
 """Where a command's time goes: named phases, each counted without the phases inside it.
 
     with phase("training trx"):
-        ...
+        steps()                            # counted in "training trx"
         with phase("embedding videos"):   # counted here, not in "training trx"
-            ...
+            extract()
 
 `totals()` gives the seconds per phase name since the last `reset()`; the quickstart prints them and writes them
 to `<results>/quickstart-phases.json`, and `fsv-bench perf --quickstart` reads them from a cold and a warm run.

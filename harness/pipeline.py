@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
 import hashlib
 import json
 import os
@@ -11,6 +10,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import scipy
@@ -142,10 +142,11 @@ def one_index_per_split() -> Iterator[None]:
 def load_index(p: Protocol, s: Settings, part: str) -> VideoIndex:
     root = ensure_dataset(p, s)
     files = {"train": p.dataset.splits.train, "val": p.dataset.splits.val, "test": p.dataset.splits.test}
-    key = (str(root), str(split_dir(p, s.home) / files[part]), part, p.frames.count, p.dataset.bad_videos, str(s.home))
+    split_file = split_dir(p, s.home) / files[part]
+    key = (str(root), str(split_file), part, p.frames.count, p.dataset.bad_videos, str(s.home))
     if _indexes is not None and key in _indexes:
         return _indexes[key]
-    index = build_index(root, split_dir(p, s.home) / files[part], part, p.frames.count, p.dataset.bad_videos, video_checks=s.home / "video-checks")
+    index = build_index(root, split_file, part, p.frames.count, p.dataset.bad_videos, video_checks=s.home / "video-checks")
     if _indexes is not None:
         _indexes[key] = index
     if index.excluded:

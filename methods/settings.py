@@ -25,6 +25,7 @@ is only checked to be plain JSON.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 import difflib
 import math
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ def _bound(b, context) -> tuple[float, str] | None:
     return b, f"{b:g}"
 
 
-class Setting:
+class Setting(ABC):
     """Base of the kinds below: `problem(value, context)` says what is wrong with a value, or None."""
 
     also: Callable[[object, dict], str | None] | None = None
@@ -72,11 +73,13 @@ class Setting:
             wrong = self.also(value, context or {})
         return wrong
 
+    @abstractmethod
     def _problem(self, value, context: dict) -> str | None:
-        raise NotImplementedError
+        """What is wrong with `value` for this kind (the bounds read from `context`), or None."""
 
+    @abstractmethod
     def describe(self, context: dict | None = None) -> str:
-        raise NotImplementedError
+        """The kind in words, for messages: e.g. 'a number above 0'."""
 
 
 @dataclass(frozen=True)
