@@ -10,7 +10,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import scipy
@@ -33,8 +33,8 @@ from harness.locks import file_lock
 from harness.phases import phase
 from harness.pretrain import PRETRAIN_DEFAULTS, pretrain, pretrained_path
 from harness.protocol import Protocol, canonical_json, dataset_root, protocol_origin, resolve_path, split_dir
-from harness.provenance import code_record, environment
-from harness.data.fingerprint import index_fingerprint
+from harness.provenance import code_record, environment, torchvision_version
+from harness.data.fingerprint import checked_once, index_fingerprint
 from harness.results import RunFolder
 from harness.stats import accuracy_summary
 from harness.uncertainty import level_intervals
@@ -134,7 +134,8 @@ def one_index_per_split() -> Iterator[None]:
     global _indexes
     outer, _indexes = _indexes, ({} if _indexes is None else _indexes)
     try:
-        yield
+        with checked_once():  # and each video's files are checked once for its fingerprint
+            yield
     finally:
         _indexes = outer
 
@@ -160,8 +161,9 @@ def load_index(p: Protocol, s: Settings, part: str) -> VideoIndex:
     return index
 
 
-def backbone_for(p: Protocol, s: Settings, pretrain_if_missing: bool = False) -> tuple[torch.nn.Module, str, str]:
-    """(backbone module with its weights, weights SHA-256, weights file)."""
+def backbone_for(p: Protocol, s: Settings, pretrain_if_missing: bool = False, before_pretraining: Callable[[], None] | None = None) -> tuple[torch.nn.Module, str, str]:
+    """(backbone module with its weights, weights SHA-256, weights file). `before_pretraining` is called before
+    a pretraining starts (a check that should fail before minutes of work rather than after)."""
     model = create_backbone(p.backbone.name)
     if p.backbone.weights:
         path = resolve_path(p.backbone.weights, s.home)
@@ -179,6 +181,8 @@ def backbone_for(p: Protocol, s: Settings, pretrain_if_missing: bool = False) ->
                             where=p.where("backbone.weights"),
                             fix=f"run `fsv-bench pretrain --protocol {p.source}` (the quickstart does it on its own)",
                         )
+                    if before_pretraining:
+                        before_pretraining()
                     log(f"pretraining backbone '{p.backbone.name}' on the {len(train_index.classes)} train classes ({len(train_index)} videos)")
                     started = time.perf_counter()
                     steps = PRETRAIN_DEFAULTS["epochs"] * -(-len(train_index) // PRETRAIN_DEFAULTS["batch_size"])
@@ -194,8 +198,10 @@ def backbone_for(p: Protocol, s: Settings, pretrain_if_missing: bool = False) ->
     return model.eval(), sha, str(path)
 
 
-def features_for(p: Protocol, s: Settings, index: VideoIndex, backbone: torch.nn.Module, weights_sha: str) -> tuple[torch.Tensor, FeatureStore, int]:
-    """Backbone maps [N, C, T', H', W'] of every video of the index; extracts only what is missing."""
+def features_for(p: Protocol, s: Settings, index: VideoIndex, backbone: torch.nn.Module, weights_sha: str,
+                 before_embedding: Callable[[], None] | None = None) -> tuple[torch.Tensor, FeatureStore, int]:
+    """Backbone maps [N, C, T', H', W'] of every video of the index; extracts only what is missing.
+    `before_embedding` is called (in every process) when some video must be embedded, before any is."""
     store = FeatureStore(s.home, p.backbone.name, weights_sha, p.frames, s.precision)
     rank, size = distributed.world()
     # one job at a time per store: another waits, then finds the features there (rank 0 holds it for its job)
@@ -206,6 +212,8 @@ def features_for(p: Protocol, s: Settings, index: VideoIndex, backbone: torch.nn
                 log(f"--recompute: the features of the {len(index)} {index.part} videos are computed anew")
         distributed.barrier()
         missing = store.missing(index.videos)
+        if missing and before_embedding:
+            before_embedding()
         todo = missing[rank::size]  # each process embeds its share; one process: all
         if todo:
             cached = len(index) - len(missing)  # a stopped extraction resumes from the entries it wrote
@@ -226,9 +234,7 @@ def features_for(p: Protocol, s: Settings, index: VideoIndex, backbone: torch.nn
 
 
 def versions() -> dict:
-    import torchvision
-
-    return {"harness": harness.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": np.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
+    return {"harness": harness.__version__, "torch": torch.__version__, "torchvision": torchvision_version(), "numpy": np.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
 
 
 def state_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -384,10 +390,11 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
             raise HarnessError(f"unknown method '{method}'", fix=f"use one of: {', '.join(methods.list_methods())}, or a Head class as package.module:Class (README: Adding a method)")
     n_episodes = p.episodes if n_episodes is None else n_episodes
     _check_run_request(n_episodes, s, p)
-    if head is None:  # a setting the head cannot take is named before any video is embedded
-        from harness.limits import predicted_context
+    settings_check = None
+    if head is None:  # a setting the head cannot take is named before any video is embedded (once all are, the
+        from harness.limits import predicted_context  # head is built against the real map, which checks it exactly)
 
-        head_settings(p, method, context=predicted_context(p))
+        settings_check = lambda: head_settings(p, method, context=predicted_context(p))  # noqa: E731
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     index = load_index(p, s, p.dataset.part)
@@ -395,7 +402,7 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
     backbone, weights_sha, _ = backbone_for(p, s)
     weights_sha = fine_tuned_backbone(p, method, s, backbone, weights_sha, checkpoint) if head is None else weights_sha
     t = time.perf_counter()
-    maps, store, extracted = features_for(p, s, index, backbone, weights_sha)
+    maps, store, extracted = features_for(p, s, index, backbone, weights_sha, before_embedding=settings_check)
     timings["features_s"] = time.perf_counter() - t
     checkpoint_sha256 = None
     if head is None:

@@ -27,6 +27,7 @@ import importlib.util
 import inspect
 import os
 import platform
+import re
 import subprocess
 import sys
 import uuid
@@ -54,8 +55,13 @@ def _module_source(name: str) -> bytes | None:
 
 def _imports(name: str, source: bytes) -> set[str]:
     """Absolute names of the modules `source` (the module `name`) imports, relative imports resolved."""
+    return _parsed_imports(name, source, _is_package(name))
+
+
+@functools.lru_cache(maxsize=1024)  # by the source's bytes: a file edited since gives a new entry
+def _parsed_imports(name: str, source: bytes, is_package: bool) -> frozenset[str]:
     found: set[str] = set()
-    package = name if _is_package(name) else name.rpartition(".")[0]
+    package = name if is_package else name.rpartition(".")[0]
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
@@ -66,7 +72,7 @@ def _imports(name: str, source: bytes) -> set[str]:
                 base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
-    return found
+    return frozenset(found)
 
 
 def _is_package(name: str) -> bool:
@@ -127,18 +133,30 @@ def head_code(head_class: type) -> dict:
     return {"head_sha256": sources_sha256(sorted(set(modules) | set(SCORING_MODULES)), extra), "head_modules": modules}
 
 
+def torchvision_version() -> str:
+    """torchvision.__version__ (local part included, e.g. '0.29.1+cu130'), read from its version.py when
+    torchvision is not imported yet: importing it takes 3 s, which a command serving stored results never needs."""
+    module = sys.modules.get("torchvision")
+    if module is None:
+        try:
+            spec = importlib.util.find_spec("torchvision")
+            text = (Path(spec.submodule_search_locations[0]) / "version.py").read_text(encoding="utf-8")
+            return re.search(r"^__version__ = ['\"]([^'\"]+)['\"]", text, re.M).group(1)
+        except (AttributeError, IndexError, TypeError, OSError, UnicodeDecodeError):  # another layout: ask it
+            import torchvision as module
+    return module.__version__
+
+
 @functools.lru_cache(maxsize=None)
 def backbone_code_sha256(backbone: str) -> str:
     """SHA-256 of the code that turns a video's frames into its backbone map: see the module docstring."""
-    import torchvision
-
     from harness.backbones.registry import backbone_factory
     from harness.features import embed_clips, prepare_backbone
 
     factory = backbone_factory(backbone)
     modules = sorted(set(module_closure([factory.__module__], ("harness.backbones",))) | set(CLIP_MODULES))
     functions = [inspect.getsource(f).encode() for f in (embed_clips, prepare_backbone)]
-    versions = f"torch {torch.__version__}; torchvision {torchvision.__version__}".encode()
+    versions = f"torch {torch.__version__}; torchvision {torchvision_version()}".encode()
     return sources_sha256(modules, [*functions, versions])
 
 

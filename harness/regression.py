@@ -88,7 +88,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import stats as sps
 
 from harness import stats
 from harness.compare import load_run
@@ -550,7 +549,7 @@ def tolerance_factor(k: int, m: int, alpha: float = 0.05, confidence: float = 0.
     (m = 1: the tabulated factors, e.g. 2.208 for K = 20, 95% of runs, 90% confidence)."""
     if k < 2 or m < 1:
         raise HarnessError(f"a tolerance bound needs at least 2 baseline replicates and 1 run (got {k} and {m})")
-    return float(sps.nct.ppf(confidence, k - 1, sps.norm.ppf(1 - alpha) * math.sqrt(k / m)) / math.sqrt(k))
+    return float(stats.scipy_stats().nct.ppf(confidence, k - 1, stats.scipy_stats().norm.ppf(1 - alpha) * math.sqrt(k / m)) / math.sqrt(k))
 
 
 def tolerance_test(base, run, alpha: float = 0.05, confidence: float = 0.9, margin: float = 0.0) -> dict:

@@ -29,7 +29,7 @@ from harness.errors import HarnessError
 from harness.files import atomic_link_files, atomic_write_bytes, atomic_write_files, json_bytes
 from harness.locks import file_lock
 from harness.names import check_name
-from harness.verify import verify_run
+from harness.verify import check_run
 
 RUNS = "runs"
 LOCK = ".lock"
@@ -111,6 +111,8 @@ class RunFolder:
             atomic_write_files({self.records_path: data, self.run_dir / "summary.json": summary_data})
             self._link_latest()
             self._drop_chunks()
+            # what was written is read back as any later command reads it: verified (and marked so) now
+            check_run(json.loads(summary_data), data, self.run_dir)
         return digest
 
     def make_latest(self) -> None:
@@ -157,7 +159,7 @@ def _finished(folder: Path, fingerprint: str) -> tuple[dict, bytes, bytes] | boo
     except OSError:
         return False
     try:  # the hash, every record, and the summary's figures recomputed from the records
-        verify_run(summary, records, folder)
+        check_run(summary, records, folder)
     except HarnessError as e:  # damaged or edited: scored again, never served
         warn(f"{e.where or folder}: {e.what}; this run is scored again")
         return False

@@ -19,9 +19,15 @@ import math
 import warnings
 
 import numpy as np
-from scipy import stats as sps
 
 from harness.errors import HarnessError
+
+
+def scipy_stats():
+    """scipy.stats, imported on first use: 2 s of start-up that a command serving stored results never needs."""
+    from scipy import stats
+
+    return stats
 
 # ------------------------------------------------------------------------------ kept as they were (summaries)
 
@@ -37,7 +43,7 @@ def t_interval(per_episode: np.ndarray, confidence: float = 0.95) -> tuple[float
     x = np.asarray(per_episode, dtype=np.float64)
     if len(x) < 2 or x.std(ddof=1) == 0:
         return float(x.mean()), float(x.mean())
-    lo, hi = sps.t.interval(confidence, len(x) - 1, loc=x.mean(), scale=sps.sem(x))
+    lo, hi = scipy_stats().t.interval(confidence, len(x) - 1, loc=x.mean(), scale=scipy_stats().sem(x))
     return float(lo), float(hi)
 
 
@@ -75,7 +81,7 @@ def normal_interval(values, confidence: float = 0.95) -> dict:
     few hundred or thousand test videos, so this interval shrinks towards zero as episodes grow while the
     uncertainty about a new pool of videos does not (see `video_bootstrap_interval`)."""
     x = _values(values)
-    z = 1.96 if confidence == 0.95 else float(sps.norm.ppf(0.5 + confidence / 2))
+    z = 1.96 if confidence == 0.95 else float(scipy_stats().norm.ppf(0.5 + confidence / 2))
     half = float(z * x.std(ddof=0) / math.sqrt(len(x)))
     mean = float(x.mean())
     return {
@@ -109,7 +115,7 @@ def student_t_interval(values, confidence: float = 0.95) -> dict:
 
 def _rng_keyword() -> str:
     # scipy >= 1.15 names the seed `rng`; older releases call it `random_state`
-    return "rng" if "rng" in inspect.signature(sps.bootstrap).parameters else "random_state"
+    return "rng" if "rng" in inspect.signature(scipy_stats().bootstrap).parameters else "random_state"
 
 
 def bootstrap_interval(values, confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0, method: str = "BCa") -> dict:
@@ -140,7 +146,7 @@ def bootstrap_interval(values, confidence: float = 0.95, n_resamples: int = 9999
     for m in (method, "percentile"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a degenerate BCa is detected below and replaced
-            res = sps.bootstrap((x,), np.mean, n_resamples=n_resamples, batch=batch, vectorized=True, confidence_level=confidence,
+            res = scipy_stats().bootstrap((x,), np.mean, n_resamples=n_resamples, batch=batch, vectorized=True, confidence_level=confidence,
                                 method=m, **{_rng_keyword(): np.random.default_rng(seed)})
         lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
         if np.isfinite(lo) and np.isfinite(hi):
@@ -319,7 +325,7 @@ def paired_t_test(a, b, alternative: str = "two-sided", null: float = 0.0) -> di
         side = float(d[0]) if len(d) else 0.0
         p = 1.0 if side == 0 else {"two-sided": 0.0, "less": float(side > 0), "greater": float(side < 0)}[alternative]
         return {"test": "paired t-test", "statistic": math.copysign(math.inf, side) if side else 0.0, "df": len(d) - 1, "p": p, "alternative": alternative}
-    res = sps.ttest_rel(a - null, b, alternative=alternative)
+    res = scipy_stats().ttest_rel(a - null, b, alternative=alternative)
     return {"test": "paired t-test", "statistic": float(res.statistic), "df": len(d) - 1, "p": float(res.pvalue), "alternative": alternative}
 
 
@@ -330,7 +336,7 @@ def wilcoxon_test(a, b) -> dict:
     nonzero = int(np.count_nonzero(d))
     if nonzero == 0:
         return {"test": "Wilcoxon signed-rank", "statistic": 0.0, "p": 1.0, "n_nonzero": 0}
-    res = sps.wilcoxon(d, zero_method="wilcox")
+    res = scipy_stats().wilcoxon(d, zero_method="wilcox")
     return {"test": "Wilcoxon signed-rank", "statistic": float(res.statistic), "p": float(res.pvalue), "n_nonzero": nonzero}
 
 
@@ -341,7 +347,7 @@ def mcnemar_exact(correct_a, correct_b, alternative: str = "two-sided") -> dict:
     b = np.asarray(correct_b, dtype=bool).ravel()
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
     n = only_a + only_b
-    p = 1.0 if n == 0 else float(sps.binomtest(only_a, n, 0.5, alternative=alternative).pvalue)
+    p = 1.0 if n == 0 else float(scipy_stats().binomtest(only_a, n, 0.5, alternative=alternative).pvalue)
     return {"test": "exact McNemar", "only_a_correct": only_a, "only_b_correct": only_b, "p": p, "alternative": alternative}
 
 

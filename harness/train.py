@@ -156,11 +156,10 @@ def _finished_summary(out: Path, common: dict, state: dict) -> dict | None:
 
 
 def _check_request(p: Protocol, method: str, t: dict, source: dict) -> None:
-    """Before any video is read: the head's settings (against the predicted backbone map), and the training and
-    val episodes (at most MAX_TRAIN_EPISODES and MAX_EPISODES, and their memory)."""
-    from harness.limits import check_episodes, predicted_context
+    """Before any video is read: the training and val episodes (at most MAX_TRAIN_EPISODES and MAX_EPISODES,
+    and their memory). (The head's settings: see `train`.)"""
+    from harness.limits import check_episodes
 
-    head_settings(p, method, context=predicted_context(p))
     places = {"protocol": lambda f: p.where(f"train.{f}"), "method": lambda f: f"{method}'s train_defaults, field 'train.{f}'", "harness": lambda f: f"harness.train.DEFAULTS, field 'train.{f}'"}
     n = t["steps"] * t["tasks_per_batch"]
     if n > MAX_TRAIN_EPISODES:
@@ -187,22 +186,31 @@ def train(p: Protocol, method: str, s: Settings, resume: bool = False, out: Path
     t, source = resolve_train_settings(p, head_cls)
     _check_request(p, method, t, source)
     out = out or checkpoint_dir(s.home, p.name, method)
+
+    def settings_check() -> None:  # the head's settings against the predicted backbone map (a probe of 1 s)
+        from harness.limits import predicted_context
+
+        head_settings(p, method, context=predicted_context(p))
+
+    if not (out / "summary.json").is_file():  # a training to do: checked before any work; else before any
+        settings_check()  # pretraining or embedding it turns out to need, and when the head is built
     # one training per folder at a time: a second process waits, then resumes or finds the run finished
     with file_lock(out / ".lock", what=f"training {method} on {p.name}"), phase(f"training {method}"):
         remove_stale_temporaries(out)  # under the lock, so left by a killed process
-        return _train(p, method, s, t, source, resume, out)
+        return _train(p, method, s, t, source, resume, out, settings_check)
 
 
-def _train(p: Protocol, method: str, s: Settings, t: dict, source: dict, resume: bool, out: Path) -> dict:
+def _train(p: Protocol, method: str, s: Settings, t: dict, source: dict, resume: bool, out: Path, settings_check) -> dict:
     started = time.perf_counter()
     finetune = t["finetune_backbone"]
-    backbone, weights_sha, _ = backbone_for(p, s, pretrain_if_missing=True)
+    backbone, weights_sha, _ = backbone_for(p, s, pretrain_if_missing=True, before_pretraining=settings_check)
     train_index, val_index = load_index(p, s, "train"), load_index(p, s, "val")
     if finetune:  # maps come from clips at every step; the cached ones give only the shapes
+        settings_check()
         train_maps = val_maps = _embed_clips(backbone, val_index.videos[:1], p, s)
     else:
-        train_maps, _, _ = features_for(p, s, train_index, backbone, weights_sha)
-        val_maps, _, _ = features_for(p, s, val_index, backbone, weights_sha)
+        train_maps, _, _ = features_for(p, s, train_index, backbone, weights_sha, before_embedding=settings_check)
+        val_maps, _, _ = features_for(p, s, val_index, backbone, weights_sha, before_embedding=settings_check)
     train_episodes = EpisodeSet(train_index, p.way, p.shot, t["query_per_class"], t["steps"] * t["tasks_per_batch"], t["seed"], protocol=p)
     val_episodes = EpisodeSet(val_index, p.way, p.shot, p.query_per_class, t["val_episodes"], t["val_seed"], protocol=p)
 
@@ -210,12 +218,6 @@ def _train(p: Protocol, method: str, s: Settings, t: dict, source: dict, resume:
     context = {"feature_shape": tuple(train_maps.shape[1:]), "num_train_classes": len(train_index.classes)}
     head = build_head(method, head_settings(p, method, context=context), context, p.where(f"methods.{method}"), p).to(s.device)
     backbone.to(s.device)
-    params = list(head.parameters()) + (list(backbone.parameters()) if finetune else [])
-    opt = _optimizer(params, t)
-    sched = _schedule(opt, t)
-    # the view once: the heads read it at every step, and the train pool fits in memory at these sizes
-    train_view = None if finetune else feature_view(train_maps.float(), head.view)
-
     def videos_view(positions: np.ndarray) -> torch.Tensor:
         """The head's view of the given train videos: cached, or from augmented clips through the backbone."""
         if not finetune:
@@ -261,6 +263,19 @@ def _train(p: Protocol, method: str, s: Settings, t: dict, source: dict, resume:
                 )
             warn(f"{last_path} holds a training of other settings ({', '.join(diff)} differ); it is replaced by this one")
             state = None
+    if state is not None and state["step"] >= t["steps"]:
+        finished = _finished_summary(out, common, state)
+        if finished is not None:
+            if _read_bytes(out / "train_log.jsonl") != _log_lines(state["history"]).encode():
+                atomic_write_text(out / "train_log.jsonl", _log_lines(state["history"]))
+            log(f"{method} on {p.name} is trained already: step {state['step']} of {t['steps']} (use --recompute to train again)")
+            return finished
+    # what only a training needs (the first optimizer alone costs a second of imports)
+    params = list(head.parameters()) + (list(backbone.parameters()) if finetune else [])
+    opt = _optimizer(params, t)
+    sched = _schedule(opt, t)
+    # the view once: the heads read it at every step, and the train pool fits in memory at these sizes
+    train_view = None if finetune else feature_view(train_maps.float(), head.view)
     if state is not None:
         head.load_state_dict(state["state_dict"])
         if finetune:
@@ -271,13 +286,6 @@ def _train(p: Protocol, method: str, s: Settings, t: dict, source: dict, resume:
         if s.device.type == "cuda" and "cuda_rng" in state:  # dropout on a GPU draws from the GPU's generator
             torch.cuda.set_rng_state(state["cuda_rng"], s.device)
         step, best, history = state["step"], state["best"], state["history"]
-        if step >= t["steps"]:
-            finished = _finished_summary(out, common, state)
-            if finished is not None:
-                if _read_bytes(out / "train_log.jsonl") != _log_lines(history).encode():
-                    atomic_write_text(out / "train_log.jsonl", _log_lines(history))
-                log(f"{method} on {p.name} is trained already: step {step} of {t['steps']} (use --recompute to train again)")
-                return finished
         log(f"resuming {method} at step {step} of {t['steps']}")
     else:
         from_method = sorted(k for k, v in source.items() if v == "method")

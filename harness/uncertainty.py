@@ -47,7 +47,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats as sps
 
 from harness import stats
 from harness.errors import HarnessError
@@ -125,7 +124,7 @@ def level_interval(records: list[dict], level: str, confidence: float = 0.95, n_
     common = {"level": level, "claim": CLAIMS[level], "confidence": confidence, "estimate": 100 * theta}
     pct = f"{100 * confidence:g}%"
     if level == "episodes":
-        half = float(sps.norm.ppf(0.5 + confidence / 2) if confidence != 0.95 else 1.96) * float(c.reshape(E, -1).mean(axis=1).std()) / math.sqrt(E) * 100
+        half = float(stats.scipy_stats().norm.ppf(0.5 + confidence / 2) if confidence != 0.95 else 1.96) * float(c.reshape(E, -1).mean(axis=1).std()) / math.sqrt(E) * 100
         return {**common, "low": 100 * theta - half, "high": 100 * theta + half, "half_width": half, "method": "normal", "n": E,
                 "meaning": f"{pct} interval for {CLAIMS['episodes']}: mean +- z x population std of the per-episode accuracy / sqrt({E}), "
                 f"the +- of the few-shot papers; it treats episodes as independent although they share videos"}

@@ -20,16 +20,27 @@ to be edited: a run that fails is scored again with --recompute.
     check_records(records, "records given")              # records without a summary (nothing to hash)
 
 Cost: linear in the records' size, one pass each for hashing, parsing and checking; decoding the JSON is most
-of it. 10,000 episodes of 5-way 5-shot (16 MB) take about 0.35 s on one CPU core.
+of it. 10,000 episodes of 5-way 5-shot (16 MB) take about 0.35 s on one CPU core, and recomputing the three
+interval levels as much again.
+
+A pair that passed is marked in its folder (`.verified-<key>`, an empty file; the key is the SHA-256 of the
+parsed summary, the records' SHA-256 and the verifier's own code and libraries, `verifier_sha256`). Checks 2 and
+3 are a function of exactly those, so while the mark is there they are not repeated: the records are hashed
+and compared with `records_sha256` (check 1) every time, and any change to the summary, the records or the
+verifier's code makes another key, and a full verification. A folder that cannot be written is verified in
+full every time.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import hashlib
+import importlib.metadata
 import json
 import math
 import operator
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -249,10 +260,50 @@ def check_intervals(summary: dict, records: list[dict], where: str) -> dict:
     return found
 
 
+#: the prefix of the marks of verified pairs (see the module docstring)
+VERIFIED_MARK = ".verified-"
+
+
+@functools.lru_cache(maxsize=1)
+def verifier_sha256() -> str:
+    """SHA-256 of what decides a verification: the source of this module and every harness module it imports,
+    and the versions of Python, numpy and scipy that compute the figures."""
+    from harness.provenance import module_closure, sources_sha256
+
+    libraries = f"python {platform.python_version()}; numpy {np.__version__}; scipy {importlib.metadata.version('scipy')}"
+    return sources_sha256(module_closure([__name__], ("harness",)), [libraries.encode()])
+
+
+def _mark_path(folder: Path, summary: dict, records_sha256: str) -> Path:
+    from harness.protocol import canonical_json
+
+    key = hashlib.sha256(f"{canonical_json(summary)}\0{records_sha256}\0{verifier_sha256()}".encode()).hexdigest()
+    return folder / f"{VERIFIED_MARK}{key[:40]}"
+
+
+def _mark_verified(mark: Path) -> None:
+    """Leave the mark of a verified pair and drop the folder's older ones; a folder that cannot be written keeps none."""
+    try:
+        mark.touch()
+        for old in mark.parent.glob(f"{VERIFIED_MARK}*"):
+            if old.name != mark.name:
+                old.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def verify_run(summary: dict, records_bytes: bytes, where: str | Path) -> list[dict]:
     """The records of a stored run, after checking that they are the run its summary states (see the module
     docstring). `where` is the run's folder; errors name summary.json or episodes.jsonl in it."""
-    folder = Path(where)
+    return _verify(summary, records_bytes, Path(where), want_records=True)
+
+
+def check_run(summary: dict, records_bytes: bytes, where: str | Path) -> None:
+    """`verify_run` for a caller that needs no records back: a pair marked verified costs one hash."""
+    _verify(summary, records_bytes, Path(where), want_records=False)
+
+
+def _verify(summary: dict, records_bytes: bytes, folder: Path, want_records: bool) -> list[dict] | None:
     summary_where, records_where = str(folder / SUMMARY), str(folder / RECORDS)
     if not isinstance(summary, dict):
         raise HarnessError(f"summary.json holds a JSON {type(summary).__name__}, not an object", where=summary_where, fix=_fix())
@@ -263,10 +314,17 @@ def verify_run(summary: dict, records_bytes: bytes, where: str | Path) -> list[d
     if stated != digest:
         raise HarnessError(f"episodes.jsonl has SHA-256 {digest[:12]}..., but summary.json was written for {str(stated)[:12]}...: the records changed after the run finished",
                            where=str(folder), fix=_fix(summary))
+    mark = _mark_path(folder, summary, digest)
+    if mark.is_file():  # these very bytes passed checks 2 and 3 under this very verifier
+        if not want_records:
+            return None
+        with _collector_paused():
+            return parse_records(records_bytes, records_where)
     with _collector_paused():
         records = parse_records(records_bytes, records_where)
         check_records(records, records_where)
         check_figures(summary, records, summary_where)
+    _mark_verified(mark)
     return records
 
 

@@ -103,6 +103,28 @@ def test_all_families_are_registered():
     assert channels == {"r3d18": 512, "r3d34": 512, "r3d50": 2048, "r3d101": 2048}
 
 
+def test_deferred_backbone_modules_register_exactly_what_they_are_declared_for(tmp_path):
+    """The torchvision-based backbones are imported on first use; each module registers the names declared
+    for it, and a command that needs none of them never imports torchvision (3 s of start-up)."""
+    import importlib
+    import subprocess
+    import sys
+
+    from harness.backbones import registry
+
+    for module in set(registry._DEFERRED.values()):
+        importlib.import_module(module)
+        declared = {n for n, m in registry._DEFERRED.items() if m == module}
+        registered = {n for n, f in registry._BACKBONES.items() if f.__module__ == module}
+        assert declared == registered, module
+    code = "import sys, harness.quickstart, harness.cli, harness.compare, harness.leaderboard; sys.exit('torchvision' in sys.modules or 'scipy.stats' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__))).returncode == 0
+    # the version that enters the backbone's code hash is the same read from the file as after an import
+    code = "from harness.provenance import torchvision_version as v; a = v(); import torchvision; print(a == torchvision.__version__ == v())"
+    done = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__)), capture_output=True, text=True)
+    assert done.stdout.strip() == "True", done.stderr
+
+
 @pytest.mark.parametrize("name", ["r3d50", "r3d18"])  # r3d34 and r3d101 differ from these only in block counts
 def test_r3d_map_at_16x224_follows_methods(name):
     """METHODS.md §1: time 16 -> 16 (stem) -> 8 (max-pool) -> 4 -> 2 -> 1, space 224 -> 112 -> 56 -> 28 -> 14 -> 7.

@@ -186,3 +186,67 @@ def test_a_summary_that_is_not_a_json_object_is_named(tmp_path, text, message):
 def test_a_folder_without_a_finished_run_is_explained(tmp_path):
     with pytest.raises(HarnessError, match="no finished run in .* \\(summary.json is missing\\)"):
         load_verified(tmp_path)
+
+
+# ---- the mark of a verified pair ------------------------------------------------------------------------------
+
+
+def _marks(folder):
+    return sorted(p.name for p in folder.glob(".verified-*"))
+
+
+def test_a_verified_pair_is_not_checked_again_while_nothing_changed(tmp_path, monkeypatch):
+    """Checks 2 and 3 are a function of the summary, the records' bytes and the verifier: once passed, the mark
+    lets them be skipped; the records are still hashed and still come back whole."""
+    import harness.verify as verify
+
+    records = make_records()
+    folder = write_run(tmp_path / "run", records)
+    load_verified(folder)
+    assert len(_marks(folder)) == 1
+    monkeypatch.setattr(verify, "check_figures", lambda *a: pytest.fail("a marked pair was checked again"))
+    monkeypatch.setattr(verify, "check_records", lambda *a: pytest.fail("a marked pair was checked again"))
+    summary, loaded, _ = load_verified(folder)
+    assert loaded == records
+
+
+@pytest.mark.parametrize("change", ["summary figure", "records and their hash", "records alone", "verifier code"])
+def test_any_change_after_the_mark_is_verified_in_full(tmp_path, monkeypatch, change):
+    import harness.verify as verify
+
+    records = make_records()
+    folder = write_run(tmp_path / "run", records)
+    load_verified(folder)
+    mark = _marks(folder)
+    if change == "summary figure":  # an edited summary, records untouched
+        summary = json.loads((folder / "summary.json").read_text())
+        (folder / "summary.json").write_text(json.dumps({**summary, "accuracy": 99.9}))
+        expected = "accuracy 99.90"
+    elif change == "records and their hash":  # an edited record, the summary's hash made to fit
+        edited = copy.deepcopy(records)
+        edited[3]["predictions"][1] = (edited[3]["predictions"][1] + 1) % 5
+        write_run(folder, edited, figures_of=records)
+        expected = "correct"
+    elif change == "records alone":
+        (folder / "episodes.jsonl").write_bytes(records_bytes(records[:-1]))
+        expected = "SHA-256"
+    else:  # another verifier: the same good pair is checked again, and marked anew
+        monkeypatch.setattr(verify, "verifier_sha256", lambda: "another verifier")
+        load_verified(folder)
+        assert _marks(folder) != mark and len(_marks(folder)) == 1
+        return
+    with pytest.raises(HarnessError, match=expected):
+        load_verified(folder)
+
+
+def test_a_folder_that_cannot_be_written_is_verified_every_time(tmp_path, monkeypatch):
+    import harness.verify as verify
+
+    folder = write_run(tmp_path / "run", make_records())
+    calls = []
+    original = verify.check_figures
+    monkeypatch.setattr(verify, "check_figures", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(verify.Path, "touch", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "read-only")))
+    load_verified(folder)
+    load_verified(folder)
+    assert calls == [1, 1] and not _marks(folder)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import importlib
 import re
 from pathlib import Path
 from typing import Callable
@@ -13,6 +14,15 @@ from torch import nn
 from harness.errors import HarnessError
 
 _BACKBONES: dict[str, Callable[[], nn.Module]] = {}
+#: backbones whose module is imported when one of them is first asked for: name -> module
+_DEFERRED: dict[str, str] = {}
+
+
+def defer_backbones(module: str, names: tuple[str, ...]) -> None:
+    """Declare that importing `module` registers the backbones `names`, and import it only when one is asked
+    for (the modules built on torchvision's model classes cost 3 s of start-up that most commands never need)."""
+    for name in names:
+        _DEFERRED[name] = module
 
 
 def register_backbone(name: str):
@@ -30,11 +40,15 @@ def register_backbone(name: str):
 
 
 def list_backbones(pattern: str = "*") -> list[str]:
-    return sorted(n for n in _BACKBONES if fnmatch.fnmatch(n, pattern))
+    return sorted(n for n in _BACKBONES.keys() | _DEFERRED.keys() if fnmatch.fnmatch(n, pattern))
 
 
 def backbone_factory(name: str) -> Callable[[], nn.Module]:
     """The function registered as backbone `name` (its module is the backbone's code)."""
+    if name not in _BACKBONES and name in _DEFERRED:
+        importlib.import_module(_DEFERRED[name])
+        if name not in _BACKBONES:
+            raise RuntimeError(f"module {_DEFERRED[name]} did not register backbone '{name}', which it was declared to")
     if name not in _BACKBONES:
         raise HarnessError(f"unknown backbone '{name}'", where="field 'backbone.name'", fix=f"use one of: {', '.join(list_backbones())}")
     return _BACKBONES[name]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
 from harness.data.index import Video
@@ -25,6 +24,7 @@ def read_frames(video: Video, indices: np.ndarray) -> torch.Tensor:
 
 def preprocess(frames: torch.Tensor, spec: FramesSpec) -> torch.Tensor:
     """uint8 [T, 3, H, W] -> float [3, T, crop, crop]: short side to `resize`, centre crop, scale to [0, 1], normalise."""
+    TF = _transforms()
     x = TF.resize(frames, [spec.resize], antialias=True)
     return _normalise(TF.center_crop(x, [spec.crop, spec.crop]), spec)
 
@@ -41,6 +41,7 @@ def jittered_indices(n_frames: int, count: int, jitter: int, rng: np.random.Gene
 def augment(frames: torch.Tensor, spec: FramesSpec, crop: str, flip: bool, rng: np.random.Generator) -> torch.Tensor:
     """Train-time preprocessing: uint8 [T, 3, H, W] -> float [3, T, crop, crop] with a random (or centre)
     crop and, if asked, a horizontal flip of the whole clip."""
+    TF = _transforms()
     x = TF.resize(frames, [spec.resize], antialias=True)
     if crop == "random":
         top = int(rng.integers(0, x.shape[-2] - spec.crop + 1))
@@ -51,6 +52,14 @@ def augment(frames: torch.Tensor, spec: FramesSpec, crop: str, flip: bool, rng: 
     if flip and rng.random() < 0.5:
         x = x.flip(-1)
     return _normalise(x, spec)
+
+
+def _transforms():
+    """torchvision's functional transforms, imported when a clip is first prepared (torchvision takes 3 s to
+    import, which a command that finds every feature stored never needs)."""
+    import torchvision.transforms.v2.functional as TF
+
+    return TF
 
 
 def _normalise(x: torch.Tensor, spec: FramesSpec) -> torch.Tensor:
@@ -109,6 +118,7 @@ class _ClipLoader(DataLoader):
 
 
 def clip_loader(videos: list[Video], spec: FramesSpec, batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:
+    _transforms()  # torchvision imported once here, before the workers fork, not once in each of them
     return _ClipLoader(
         ClipDataset(videos, spec),
         batch_size=batch_size,

@@ -25,11 +25,13 @@ covered (the same holds for the backbone's code): both are recorded in a run's s
 Cost: the frames of one clip read once more (the loader reads the same files). On the quickstart's data (16
 JPEG frames of 64x64, about 37 KB a clip, in the page cache) that is about 0.9 ms a video, 0.6 s for the 720
 test videos. Within one process a fingerprint is remembered and served after a check of the files it read
-(their size, modification and change times, device and inode: about 0.17 ms a video); nothing is kept across
-processes.
+(their size, modification and change times, device and inode: about 0.17 ms a video); inside a
+`checked_once()` block (the quickstart's steps, which read the same splits many times and edit nothing) that
+check is made once per video. Nothing is kept across processes.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -46,8 +48,22 @@ from harness.protocol import FramesSpec, canonical_json, frames_key
 
 #: video fingerprints of this process: (path, zip member, kind, frame count, positions read) -> (stamp, fingerprint)
 _VIDEOS: dict[tuple, tuple[tuple, str]] = {}
+#: while `checked_once()` is active: the keys of _VIDEOS whose files were checked in the block
+_CHECKED: set[tuple] | None = None
 #: index fingerprints of this process: (id of the index, frames key) -> fingerprint; dropped with the index
 _INDEXES: dict[tuple[int, str], str] = {}
+
+
+@contextlib.contextmanager
+def checked_once():
+    """Within the block a video's files are checked (stat) once, its remembered fingerprint then served as it
+    is: for a sequence of steps that read the same data and edit none of it. Outside, every call checks."""
+    global _CHECKED
+    outer, _CHECKED = _CHECKED, (set() if _CHECKED is None else _CHECKED)
+    try:
+        yield
+    finally:
+        _CHECKED = outer
 
 
 def read_positions(video: Video, frames: FramesSpec) -> tuple[int, ...]:
@@ -69,10 +85,14 @@ def video_fingerprint(video: Video, frames: FramesSpec) -> str:
         raise HarnessError(f"video {video.key} has an unknown kind '{video.kind}'")
     positions = read_positions(video, frames) if video.kind != FILE else ()
     key = (os.fspath(video.path), video.member, video.kind, video.n_frames, positions)
+    if _CHECKED is not None and key in _CHECKED:
+        return _VIDEOS[key][1]
     try:
         stamp = _stamp(video, positions)
         held = _VIDEOS.get(key)
         if held is not None and held[0] == stamp:
+            if _CHECKED is not None:
+                _CHECKED.add(key)
             return held[1]
         value = _file_fingerprint(video) if video.kind == FILE else _frames_fingerprint(video, positions)
     except OSError as e:
@@ -82,6 +102,8 @@ def video_fingerprint(video: Video, frames: FramesSpec) -> str:
             fix="make its files readable again (check their permissions and the disk), or leave the video out of the split file",
         ) from None
     _VIDEOS[key] = (stamp, value)
+    if _CHECKED is not None:
+        _CHECKED.add(key)
     return value
 
 

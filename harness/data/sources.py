@@ -59,7 +59,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image
 
 from harness.errors import HarnessError
 
@@ -202,6 +201,8 @@ def decode_frame(data: bytes) -> torch.Tensor:
     kind = _image_format(data)
     if kind not in ("PNG", "JPEG"):  # kind "format": an image of a format the harness does not read
         raise SourceError(f"Unsupported image file: it holds {kind} data, not JPEG or PNG" if kind else "Unsupported image file: it holds no JPEG or PNG data", kind="format" if kind else "unreadable")
+    from torchvision.io import ImageReadMode, decode_image  # torchvision takes 3 s to import: not before a frame is read
+
     try:
         image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
     except (RuntimeError, OSError) as e:

@@ -38,7 +38,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torchvision.io import encode_jpeg
 
 PRIMITIVES: tuple[str, ...] = ("left", "right", "up", "down", "grow", "shrink", "spin_cw", "spin_ccw")
 GENERATOR_VERSION: int = 1
@@ -438,6 +437,8 @@ def _video_rng(spec: SyntheticSpec, class_name: str, video_index: int) -> np.ran
 
 def _encode_video(spec: SyntheticSpec, class_name: str, video_index: int) -> list[bytes]:
     """Render one video of the dataset and encode it: one JPEG per frame, the same pixels as render_video."""
+    from torchvision.io import encode_jpeg  # torchvision takes 3 s to import: not before it is needed
+
     rng = _video_rng(spec, class_name, video_index)
     plan = plan_video(class_name, rng, spec.frames, spec.size)
     frames = torch.from_numpy(_paint(plan, rng, spec.size, clean=False))  # [T, 3, H, W]
