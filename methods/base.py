@@ -104,7 +104,10 @@ def per_episode(product: Callable[..., torch.Tensor], *operands: torch.Tensor) -
     FSV_TEST_DEVICE=cuda runs tests/test_heads.py's batch-invariance checks on a GPU."""
     if operands[0].is_cuda:
         return torch.vmap(product)(*operands)
-    return torch.stack([product(*(x[e] for x in operands)) for e in range(operands[0].shape[0])])
+    # unbind, not x[e]: the same views, but in training one backward op per operand (a stack of the episodes'
+    # gradients) instead of one per episode, each filling a zero tensor of the whole operand's size
+    episodes = [x.unbind(0) for x in operands]
+    return torch.stack([product(*(x[e] for x in episodes)) for e in range(operands[0].shape[0])])
 
 
 #: episodes per block on a GPU, where a block costs a few kernel launches whatever its size

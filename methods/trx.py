@@ -91,9 +91,9 @@ class _Cardinality(nn.Module):
     def _tuple_sums(self, slot_rows: torch.Tensor) -> torch.Tensor:
         """[N, w*T, ...] -> [N, n, ...]: each tuple's sum of its w rows, added slot by slot. Sums, not a product
         with M, so that every video is computed alike wherever it sits in the batch."""
-        total = slot_rows[:, self.rows[:, 0]]
-        for r in range(1, self.w):
-            total = total + slot_rows[:, self.rows[:, r]]
+        total = slot_rows.index_select(1, self.rows[:, 0])  # index_select: its backward is an index_add, not
+        for r in range(1, self.w):  # the serial accumulating index_put of slot_rows[:, rows] (half a training step)
+            total = total + slot_rows.index_select(1, self.rows[:, r])
         return total
 
     def embed(self, frames: torch.Tensor) -> list[torch.Tensor]:
