@@ -31,6 +31,7 @@ def _settings(args):
         show_progress=False if args.quiet else None,
         recompute=args.recompute,
         precision=args.precision,
+        decode=args.decode,
     )
 
 
@@ -345,6 +346,8 @@ COMMON = (
     Common("--episodes", "evaluate only the first N episodes of the protocol (default: all)", type=int, metavar="N", check=_check_episodes),
     Common("--quiet", "no progress bars", default=False, switch=True),
     Common("--precision", "backbone arithmetic when extracting features (bf16: mixed precision for GPUs, cached apart; on CPUs without bf16 units it is far slower)", default="fp32", choices=("fp32", "bf16")),
+    Common("--decode", "where JPEG frames are decoded and clips resized when features are extracted: auto (on the GPU when the backbone runs on one; "
+           "those features are cached apart, as nvJPEG may round a pixel otherwise) or cpu (in the loader workers)", default="auto", choices=("auto", "cpu")),
     Common("--interval", "the 95%% interval shown first beside the mean: episodes (this pool of test videos; the papers' ±), videos (new videos of the "
            "same classes; the default) or classes (new classes); the papers' ± is always shown too", default="videos", metavar="LEVEL", check=_check_interval),
     Common("--recompute", "ignore what is on disk for this run: embed the scored videos' features again and score every episode again (the dataset, pretrained backbone weights and trained checkpoints are kept)", default=False, switch=True),
@@ -357,13 +360,13 @@ USES: dict[str, tuple[str, ...]] = {
     "synth": ("--workers", "--quiet"),
     "pretrain": ("--home", "--workers", "--quiet"),  # pretraining runs on the CPU
     "run": _EVERY,
-    "train": ("--home", "--device", "--workers", "--batch-episodes", "--quiet", "--precision", "--recompute"),
+    "train": ("--home", "--device", "--workers", "--batch-episodes", "--quiet", "--precision", "--decode", "--recompute"),
     "import-checkpoint": (),
     "splits verify": (),
     "compare": ("--results",),
     "leaderboard": ("--results", "--interval"),
     "perf": ("--home", "--device", "--workers", "--episodes"),
-    "calibrate": ("--home", "--device", "--workers", "--batch-episodes", "--episodes", "--quiet", "--precision", "--recompute"),
+    "calibrate": ("--home", "--device", "--workers", "--batch-episodes", "--episodes", "--quiet", "--precision", "--decode", "--recompute"),
     "list": (),
     "check-method": ("--device",),
 }

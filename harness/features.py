@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from harness.console import warn
-from harness.data.clips import clip_loader
+from harness.data.clips import clip_loader, decode_clips
 from harness.data.fingerprint import video_fingerprint
 from harness.data.index import Video
 from harness.errors import HarnessError
@@ -44,6 +44,12 @@ from harness.protocol import FramesSpec, canonical_json, frames_key
 #: stores of other versions are left unused
 STORE_VERSION = 3
 PRECISIONS = ("fp32", "bf16")
+#: how frames become a clip's pixels: "cpu" (decoded, resized and normalised where they are read: the DataLoader
+#: workers) or DEVICE_PIXELS (the workers only read the files; JPEG frames are decoded on the backbone's device
+#: in one call per batch, resized and normalised there). On a GPU nvJPEG and the GPU's resampling may round a
+#: pixel otherwise than libjpeg-turbo and the CPU's, so those features have a store key of their own
+PIXELS = ("cpu", "device-1")
+DEVICE_PIXELS = "device-1"
 #: packs whose checksum held in this process: path -> (device, inode, size, mtime); a replaced file is checked again
 _VERIFIED_PACKS: dict[Path, tuple] = {}
 #: (store folder, pack name) of the video lists `FeatureStore.renew` embedded anew in this process
@@ -73,19 +79,36 @@ def embed_clips(backbone: torch.nn.Module, clips: torch.Tensor, device: torch.de
         return backbone(clips).float()
 
 
+def _to_host(maps: torch.Tensor) -> tuple[torch.Tensor, "torch.cuda.Event | None"]:
+    """(the maps in host memory, the event of their copy): from a GPU the copy is queued into pinned memory and
+    not waited for, so the GPU goes on with the next batch while the host stores this one."""
+    if not maps.is_cuda:
+        return maps, None
+    host = torch.empty(maps.shape, dtype=maps.dtype, pin_memory=True)
+    host.copy_(maps, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+    return host, copied
+
+
 class FeatureStore:
-    def __init__(self, home: Path, backbone: str, weights_sha256: str, frames: FramesSpec, precision: str = "fp32", code_sha256: str | None = None):
+    def __init__(self, home: Path, backbone: str, weights_sha256: str, frames: FramesSpec, precision: str = "fp32", code_sha256: str | None = None, pixels: str = "cpu"):
         """`code_sha256`: the backbone's code (default: `harness.provenance.backbone_code_sha256` of the registered
-        backbone `backbone`); an edit of that code gives another store, never stale features."""
+        backbone `backbone`); an edit of that code gives another store, never stale features. `pixels`: where
+        frames are decoded (PIXELS)."""
         if precision not in PRECISIONS:
             raise HarnessError(f"unknown precision '{precision}'", fix=f"use one of: {', '.join(PRECISIONS)}")
+        if pixels not in PIXELS:
+            raise HarnessError(f"unknown way of decoding '{pixels}'", fix=f"use one of: {', '.join(PIXELS)}")
         if code_sha256 is None:
             from harness.provenance import backbone_code_sha256  # it reads this module's source
 
             code_sha256 = backbone_code_sha256(backbone)
         # bf16 features differ from fp32 ones in their low bits: another key, never mixed
         self.meta = {"backbone": backbone, "weights_sha256": weights_sha256, "code_sha256": code_sha256, "frames": frames_key(frames), "precision": precision, "version": STORE_VERSION}
-        self.precision = precision
+        if pixels != "cpu":  # (the CPU's stores keep the key they always had)
+            self.meta["pixels"] = pixels
+        self.precision, self.pixels = precision, pixels
         self.key = hashlib.sha256(canonical_json(self.meta).encode()).hexdigest()[:16]
         self.dir = home / "features" / f"{backbone}-{self.key}"
         self.frames = frames
@@ -176,24 +199,39 @@ class FeatureStore:
         if not (self.dir / "meta.json").is_file():
             atomic_write_json(self.dir / "meta.json", self.meta)
         prepare_backbone(backbone, device)
-        loader = clip_loader(todo, self.frames, batch_size, workers, pin_memory=device.type == "cuda")
+        encoded = self.pixels == DEVICE_PIXELS
+        loader = clip_loader(todo, self.frames, batch_size, workers, pin_memory=device.type == "cuda" and not encoded, encoded=encoded)
+        pending = None  # the last batch: from a GPU its maps are on their way to the host while the next one is computed
         for positions, clips in loader:
+            if encoded:  # decoded and resized on the device; the backbone's kernels queue behind them
+                clips = decode_clips(clips, self.frames, device)
             # always a full batch (a short one padded with copies of its last clip): the low bits of a backbone's
             # output can depend on the batch size (on a CPU a single clip takes other kernels), and an entry must
             # not depend on which videos a stopped, resumed or sharded extraction embeds beside it
             padded = torch.cat([clips, clips[-1:].expand(batch_size - len(clips), *clips.shape[1:])]) if len(clips) < batch_size else clips
-            maps = embed_clips(backbone, padded, device, self.precision)[: len(clips)].cpu().numpy()  # [B, C, T', H', W']
-            for p, m in zip(positions.tolist(), maps):
-                if not np.isfinite(m).all():
-                    raise HarnessError(
-                        f"the backbone gave NaN or Inf features for video {todo[p].key}",
-                        where=str(todo[p].path),
-                        fix="check the weights file (a diverged or damaged one gives NaN) and the video's frames; nothing was cached for it",
-                    )
-                atomic_save_npy_checksummed(self._entry_path(keys[p]), m)
-            if progress:
-                progress(len(positions))
+            maps = _to_host(embed_clips(backbone, padded, device, self.precision)[: len(clips)])  # [B, C, T', H', W']
+            if pending is not None:
+                self._write_entries(todo, keys, *pending, progress)
+            pending = (positions, *maps)
+        if pending is not None:
+            self._write_entries(todo, keys, *pending, progress)
         return len(todo)
+
+    def _write_entries(self, todo: list[Video], keys: list[str], positions: torch.Tensor, maps: torch.Tensor, copied, progress) -> None:
+        """Store the maps of one batch (positions into `todo`), each checked finite; `copied`: the event of
+        their copy from the GPU (None on the CPU)."""
+        if copied is not None:
+            copied.synchronize()
+        for p, m in zip(positions.tolist(), maps.numpy()):
+            if not np.isfinite(m).all():
+                raise HarnessError(
+                    f"the backbone gave NaN or Inf features for video {todo[p].key}",
+                    where=str(todo[p].path),
+                    fix="check the weights file (a diverged or damaged one gives NaN) and the video's frames; nothing was cached for it",
+                )
+            atomic_save_npy_checksummed(self._entry_path(keys[p]), m)
+        if progress:
+            progress(len(positions))
 
     def _build_pack(self, pack: Path, videos: list[Video], keys: list[str]) -> None:
         """Stack the checked entries of `videos` (entry `keys`) into one checksummed .npy, streamed (never all

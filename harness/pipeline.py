@@ -28,7 +28,7 @@ from harness.data.index import VideoIndex, build_index
 from harness.episodes import EpisodeSet
 from harness.errors import HarnessError
 from harness.evaluate import embed_pool, evaluate
-from harness.features import FeatureStore
+from harness.features import DEVICE_PIXELS, FeatureStore
 from harness.locks import file_lock
 from harness.phases import phase
 from harness.pretrain import PRETRAIN_DEFAULTS, pretrain, pretrained_path
@@ -56,6 +56,9 @@ class Settings:
     show_progress: bool | None = None
     #: backbone arithmetic for feature extraction: "fp32", or "bf16" (mixed precision; its own cache key)
     precision: str = "fp32"
+    #: where JPEG frames are decoded and clips resized: "auto" (on the GPU when the backbone runs on one, with a
+    #: feature-store key of its own: harness.features.PIXELS) or "cpu" (in the loader, as on a CPU-only machine)
+    decode: str = "auto"
     #: score episodes again even when the results of the very same run are on disk
     recompute: bool = False
 
@@ -198,11 +201,16 @@ def backbone_for(p: Protocol, s: Settings, pretrain_if_missing: bool = False, be
     return model.eval(), sha, str(path)
 
 
+def pixels_for(s: Settings) -> str:
+    """How the feature store makes pixels under these settings (harness.features.PIXELS)."""
+    return DEVICE_PIXELS if s.decode == "auto" and s.device.type == "cuda" else "cpu"
+
+
 def features_for(p: Protocol, s: Settings, index: VideoIndex, backbone: torch.nn.Module, weights_sha: str,
                  before_embedding: Callable[[], None] | None = None) -> tuple[torch.Tensor, FeatureStore, int]:
     """Backbone maps [N, C, T', H', W'] of every video of the index; extracts only what is missing.
     `before_embedding` is called (in every process) when some video must be embedded, before any is."""
-    store = FeatureStore(s.home, p.backbone.name, weights_sha, p.frames, s.precision)
+    store = FeatureStore(s.home, p.backbone.name, weights_sha, p.frames, s.precision, pixels=pixels_for(s))
     rank, size = distributed.world()
     # one job at a time per store: another waits, then finds the features there (rank 0 holds it for its job)
     with store.locked() if rank == 0 else contextlib.nullcontext():
@@ -475,7 +483,7 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
         "linked_outside_root": index.linked,
         **accuracy_summary(per_episode),
         "intervals": level_intervals(records),
-        "backbone": {"name": p.backbone.name, "weights_sha256": weights_sha, "feature_store": store.key, "precision": s.precision, "feature_shape": list(maps.shape[1:])},
+        "backbone": {"name": p.backbone.name, "weights_sha256": weights_sha, "feature_store": store.key, "precision": s.precision, "pixels": store.pixels, "feature_shape": list(maps.shape[1:])},
         "code": code,
         "versions": versions(),
         "device": str(s.device) if s.device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(s.device)})",

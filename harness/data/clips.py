@@ -62,12 +62,20 @@ def _transforms():
     return TF
 
 
+def load_decoders() -> None:
+    """Import torchvision's decoders and transforms now (3 s, once per process): before DataLoader workers
+    fork, so that they do not each import it again, and before anything is timed."""
+    import torchvision.io  # noqa: F401
+
+    _transforms()
+
+
 def _normalise(x: torch.Tensor, spec: FramesSpec) -> torch.Tensor:
-    """uint8 [T, 3, h, w] -> float [3, T, h, w] in [0, 1], then (x - mean) / std."""
+    """uint8 [..., T, 3, h, w] -> float [..., 3, T, h, w] in [0, 1], then (x - mean) / std."""
     x = x.float().div_(255.0)
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
-    return ((x - mean) / std).permute(1, 0, 2, 3).contiguous()
+    mean = torch.tensor(spec.mean, device=x.device).view(3, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(3, 1, 1)
+    return ((x - mean) / std).transpose(-4, -3).contiguous()
 
 
 def load_clip(video: Video, spec: FramesSpec) -> torch.Tensor:
@@ -75,17 +83,54 @@ def load_clip(video: Video, spec: FramesSpec) -> torch.Tensor:
     return preprocess(read_frames(video, uniform_indices(video.n_frames, spec.count)), spec)
 
 
-class ClipDataset(Dataset):
-    """(position, clip) for a list of videos; the position lets a sharded loader put results back in order."""
+class EncodedClip:
+    """A clip's frames as a worker hands them over for decoding on the device: the image files' (name, bytes),
+    or, for a video file (decoded where it is read), the uint8 frames [T, 3, H, W]."""
 
-    def __init__(self, videos: list[Video], spec: FramesSpec):
-        self.videos, self.spec = videos, spec
+    def __init__(self, video: Video, blobs: list[tuple[str, bytes]] | None, frames: torch.Tensor | None):
+        self.video, self.blobs, self.frames = video, blobs, frames
+
+
+def read_encoded_clip(video: Video, spec: FramesSpec) -> EncodedClip:
+    """The frames `load_clip` would decode, left encoded where they are image files."""
+    indices = uniform_indices(video.n_frames, spec.count)
+    blobs = open_source(video).read_encoded(indices)
+    return EncodedClip(video, blobs, read_frames(video, indices) if blobs is None else None)
+
+
+def decode_clips(clips: list[EncodedClip], spec: FramesSpec, device: torch.device) -> torch.Tensor:
+    """float [B, 3, T, crop, crop] on `device` from encoded clips: every JPEG frame of the batch decoded in one
+    call there (harness.data.sources.decode_frames), then resized, cropped and normalised there, all clips
+    of one frame size at once. On the CPU the pixels are those of `load_clip`, bit for bit."""
+    from harness.data.sources import _stack, decode_frames
+
+    blobs = [b for c in clips if c.blobs is not None for b in c.blobs]
+    decoded = iter(decode_frames(blobs, clips[0].video, device)) if blobs else iter(())
+    frames = []
+    for c in clips:  # [T, 3, H, W] uint8 on the device, clip by clip
+        if c.blobs is None:
+            frames.append(c.frames.to(device, non_blocking=True))
+        else:
+            frames.append(_stack([next(decoded) for _ in c.blobs], c.video, str(c.video.path)))
+    if len({f.shape for f in frames}) == 1:
+        return preprocess(torch.stack(frames).flatten(0, 1), spec).view(3, len(frames), spec.count, spec.crop, spec.crop).transpose(0, 1).contiguous()
+    return torch.stack([preprocess(f, spec) for f in frames])
+
+
+class ClipDataset(Dataset):
+    """(position, clip) for a list of videos; the position lets a sharded loader put results back in order.
+    `encoded`: the clip is an `EncodedClip`, decoded by the caller (`decode_clips`)."""
+
+    def __init__(self, videos: list[Video], spec: FramesSpec, encoded: bool = False):
+        self.videos, self.spec, self.encoded = videos, spec, encoded
 
     def __len__(self) -> int:
         return len(self.videos)
 
     def __getitem__(self, i: int):
         try:
+            if self.encoded:
+                return i, read_encoded_clip(self.videos[i], self.spec)
             return i, load_clip(self.videos[i], self.spec)
         except HarnessError as e:
             if get_worker_info() is None:
@@ -104,7 +149,11 @@ class _Failure:
 
 def _collate(batch):
     failed = next((x for _, x in batch if isinstance(x, _Failure)), None)
-    return failed if failed is not None else default_collate(batch)
+    if failed is not None:
+        return failed
+    if isinstance(batch[0][1], EncodedClip):  # positions [B], and the clips as a list
+        return torch.tensor([i for i, _ in batch]), [c for _, c in batch]
+    return default_collate(batch)
 
 
 class _ClipLoader(DataLoader):
@@ -117,10 +166,12 @@ class _ClipLoader(DataLoader):
             yield item
 
 
-def clip_loader(videos: list[Video], spec: FramesSpec, batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:
-    _transforms()  # torchvision imported once here, before the workers fork, not once in each of them
+def clip_loader(videos: list[Video], spec: FramesSpec, batch_size: int, workers: int, pin_memory: bool = False, encoded: bool = False) -> DataLoader:
+    """Batches (positions [B], clips): float [B, 3, T, crop, crop], or with `encoded` a list of `EncodedClip`
+    for `decode_clips`."""
+    load_decoders()  # once here, before the workers fork, not once in each of them
     return _ClipLoader(
-        ClipDataset(videos, spec),
+        ClipDataset(videos, spec, encoded),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,

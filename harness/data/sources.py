@@ -214,6 +214,33 @@ def decode_frame(data: bytes) -> torch.Tensor:
     return image
 
 
+def decode_frames(blobs: list[tuple[str, bytes]], video: "Video", device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """uint8 [3, H, W] of each (name, bytes) frame of `video`, by the rule of `decode_frame`, on `device`.
+
+    JPEG frames are decoded in one call (`torchvision.io.decode_jpeg` of the list: on the CPU the very function
+    `decode_frame` calls, one by one; on a GPU nvJPEG, whose pixels may differ from libjpeg-turbo's by a level
+    or so, see harness.features). Anything else, and a batch that fails, is decoded frame by frame on the CPU,
+    which names the frame at fault."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if blobs and all(data.startswith(_JPEG) for _, data in blobs):
+        try:
+            images = decode_jpeg([torch.frombuffer(bytearray(data), dtype=torch.uint8) for _, data in blobs], mode=ImageReadMode.RGB, device=device)
+            if all(i.dtype == torch.uint8 and i.dim() == 3 and i.shape[0] == 3 for i in images):
+                return images
+        except (RuntimeError, OSError):
+            pass  # decoded one by one below, which names the frame
+    frames = []
+    for name, data in blobs:
+        try:
+            frames.append(decode_frame(data).to(device))
+        except SourceError as e:
+            if e.kind == "format":
+                raise HarnessError(f"frame {name} cannot be decoded: {e}", where=f"video {video.key}", fix="convert the frames of this video to JPEG or PNG (8 or 16 bits per channel), e.g. ffmpeg -i IN -q:v 2 OUT/%08d.jpg (a frame's format shows only when it is decoded, after indexing, so dataset.bad_videos: exclude cannot leave it out)") from None
+            raise HarnessError(f"frame {name} cannot be decoded: {e}", where=f"video {video.key}", fix="re-extract the frames of this video" + _AFTER_INDEXING) from None
+    return frames
+
+
 # ------------------------------------------------------------------------------------------------- zip
 
 
@@ -395,6 +422,11 @@ class VideoSource(ABC):
     @abstractmethod
     def read(self, indices: np.ndarray) -> torch.Tensor: ...
 
+    def read_encoded(self, indices: np.ndarray) -> list[tuple[str, bytes]] | None:
+        """(name, bytes) of the image files of the frames at `indices`, undecoded, for a decoder elsewhere (on a
+        GPU: harness.data.clips.decode_clips); None for a source whose frames only `read` can give (a video file)."""
+        return None
+
     def _check_indices(self, indices: np.ndarray, available: int) -> list[int]:
         positions = [int(i) for i in indices]
         if available != self.video.n_frames:
@@ -413,15 +445,7 @@ class VideoSource(ABC):
         return str(self.video.path)
 
     def _decode_images(self, blobs: list[tuple[str, bytes]]) -> torch.Tensor:
-        frames = []
-        for name, data in blobs:
-            try:
-                frames.append(decode_frame(data))
-            except SourceError as e:
-                if e.kind == "format":
-                    raise HarnessError(f"frame {name} cannot be decoded: {e}", where=f"video {self.video.key}", fix="convert the frames of this video to JPEG or PNG (8 or 16 bits per channel), e.g. ffmpeg -i IN -q:v 2 OUT/%08d.jpg (a frame's format shows only when it is decoded, after indexing, so dataset.bad_videos: exclude cannot leave it out)") from None
-                raise HarnessError(f"frame {name} cannot be decoded: {e}", where=f"video {self.video.key}", fix="re-extract the frames of this video" + _AFTER_INDEXING) from None
-        return _stack(frames, self.video, self.where)
+        return _stack(decode_frames(blobs, self.video), self.video, self.where)
 
 
 def _decoder_reason(e: Exception) -> str:
@@ -440,6 +464,9 @@ class FrameFolderSource(VideoSource):
     """`<root>/<class>/<video>/<frames>`: one image file per frame."""
 
     def read(self, indices: np.ndarray) -> torch.Tensor:
+        return self._decode_images(self.read_encoded(indices))
+
+    def read_encoded(self, indices: np.ndarray) -> list[tuple[str, bytes]]:
         try:
             names = list_frames(self.video.path)
         except OSError as e:
@@ -454,7 +481,7 @@ class FrameFolderSource(VideoSource):
                 raise HarnessError(str(e), where=f"video {self.video.key}", fix="re-extract the frames of this video; the data changed after it was indexed, so run again to have it checked") from None
             except OSError as e:
                 raise HarnessError(f"frame {path} cannot be read: {e.strerror}", where=f"video {self.video.key}", fix="check the file's permissions and the disk, or re-extract the frames of this video") from None
-        return self._decode_images(blobs)
+        return blobs
 
 
 class ZipFramesSource(VideoSource):
@@ -465,6 +492,9 @@ class ZipFramesSource(VideoSource):
         return f"{self.video.path}:{self.video.member}"
 
     def read(self, indices: np.ndarray) -> torch.Tensor:
+        return self._decode_images(self.read_encoded(indices))
+
+    def read_encoded(self, indices: np.ndarray) -> list[tuple[str, bytes]]:
         try:
             tree = zip_tree(self.video.path)
         except SourceError as e:
@@ -478,7 +508,7 @@ class ZipFramesSource(VideoSource):
                 blobs.append((f"{self.video.path}:{name}", tree.zip.read(tree.infos[name])))
             except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:  # a CRC mismatch is BadZipFile
                 raise HarnessError(f"zip member {name} is corrupt: {e}", where=f"video {self.video.key}", fix="repack the zip from intact frames" + _AFTER_INDEXING) from None
-        return self._decode_images(blobs)
+        return blobs
 
 
 class VideoFileSource(VideoSource):

@@ -1,0 +1,132 @@
+"""Where frames become pixels: in the loader (the CPU's way) or on the backbone's device (JPEG frames decoded
+there in one call per batch, resized and normalised there). On the CPU both ways must give the very same
+features; the device way has a feature-store key of its own, since on a GPU nvJPEG may round otherwise."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from harness.backbones import create_backbone
+from harness.data.clips import decode_clips, load_clip, read_encoded_clip
+from harness.data.index import build_index
+from harness.data.sources import decode_frame, decode_frames
+from harness.errors import HarnessError
+from harness.features import DEVICE_PIXELS, FeatureStore
+from harness.pipeline import Settings, pixels_for
+from harness.protocol import FramesSpec
+from test_sources import clip, split_file, write_frames, write_mp4, write_zip
+
+SPEC = FramesSpec(count=8, resize=40, crop=32)
+
+
+def _jpeg(array: np.ndarray, mode: str) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).convert(mode).save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def mixed_root(tmp_path_factory):
+    """Five videos of every kind the loader reads: JPEG folders (one of grey frames), a PNG folder, a zip
+    member and an mp4, of two frame sizes."""
+    base = tmp_path_factory.mktemp("pixels")
+    root = base / "root"
+    write_frames(root / "cls" / "a", clip(seed=0))
+    write_frames(root / "cls" / "b", clip(seed=1, size=48))
+    grey = root / "cls" / "grey"
+    grey.mkdir(parents=True)
+    for i, frame in enumerate(clip(seed=2)):
+        (grey / f"{i + 1:05d}.jpg").write_bytes(_jpeg(frame, "L"))
+    png = root / "cls" / "png"
+    png.mkdir(parents=True)
+    for i, frame in enumerate(clip(seed=3)):
+        Image.fromarray(frame).save(png / f"{i + 1:05d}.png")
+    write_mp4(root / "cls" / "film.mp4", clip(seed=4))
+    split = split_file(base / "list.txt", ["cls/a", "cls/b", "cls/grey", "cls/png", "cls/film"])
+    zipped = base / "zipped"
+    write_frames(zipped / "cls" / "a", clip(seed=0))
+    write_zip(base / "frames.zip", zipped)
+    return build_index(root, split, "test", min_frames=8), build_index(base / "frames.zip", split_file(base / "z.txt", ["cls/a"]), "test", min_frames=8)
+
+
+def test_jpeg_frames_decoded_in_one_call_equal_those_decoded_one_by_one():
+    frames = clip(seed=5)
+    blobs = [(f"f{i}", _jpeg(f, mode)) for i, f in enumerate(frames) for mode in ("RGB", "L", "CMYK")]
+    batch = decode_frames(blobs, video=None)
+    assert len(batch) == len(blobs)
+    for (_, data), image in zip(blobs, batch):
+        assert torch.equal(image, decode_frame(data))
+
+
+def test_a_damaged_frame_in_a_batch_is_named(mixed_root):
+    index, _ = mixed_root
+    video = index.videos[0]
+    blobs = read_encoded_clip(video, SPEC).blobs
+    assert blobs is not None and len(blobs) == SPEC.count
+    name, data = blobs[3]
+    blobs[3] = (name, data[:40])  # a JPEG cut inside its header
+    with pytest.raises(HarnessError) as e:
+        decode_frames(blobs, video)
+    assert name in e.value.what and video.key in (e.value.where or "")
+
+
+def test_clips_decoded_by_the_caller_are_the_loaders_bit_for_bit(mixed_root):
+    index, zipped = mixed_root
+    videos = index.videos + zipped.videos
+    kinds = {v.kind for v in videos}
+    assert kinds == {"frames", "zip", "file"}
+    encoded = [read_encoded_clip(v, SPEC) for v in videos]
+    assert [e.blobs is None for e in encoded] == [v.kind == "file" for v in videos]
+    together = decode_clips(encoded, SPEC, torch.device("cpu"))  # two frame sizes: clip by clip
+    same_size = [e for e, v in zip(encoded, videos) if v.video_id != "b"]
+    at_once = decode_clips(same_size, SPEC, torch.device("cpu"))  # one size: all frames of the batch at once
+    loaded = torch.stack([load_clip(v, SPEC) for v in videos])
+    assert together.shape == (len(videos), 3, SPEC.count, SPEC.crop, SPEC.crop)
+    assert torch.equal(together, loaded)
+    assert torch.equal(at_once, torch.stack([load_clip(v, SPEC) for v in videos if v.video_id != "b"]))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_store_decoding_on_the_device_has_its_own_key_and_on_a_cpu_the_same_features(tmp_path, mixed_root, workers):
+    index, _ = mixed_root
+    videos = [v for v in index.videos if v.video_id != "b"]  # one frame size (tiny3d takes any)
+    torch.manual_seed(0)
+    backbone = create_backbone("tiny3d").eval()
+    loader_way = FeatureStore(tmp_path, "tiny3d", "w", SPEC, code_sha256="c")
+    device_way = FeatureStore(tmp_path, "tiny3d", "w", SPEC, code_sha256="c", pixels=DEVICE_PIXELS)
+    assert loader_way.key != device_way.key and device_way.meta["pixels"] == DEVICE_PIXELS and "pixels" not in loader_way.meta
+    for store in (loader_way, device_way):  # batches of 3: a full one and a padded one
+        assert store.extract(videos, backbone, torch.device("cpu"), batch_size=3, workers=workers) == len(videos)
+    assert torch.equal(loader_way.load(videos), device_way.load(videos))
+    with pytest.raises(HarnessError, match="unknown way of decoding"):
+        FeatureStore(tmp_path, "tiny3d", "w", SPEC, code_sha256="c", pixels="gpu")
+
+
+def test_frames_are_decoded_on_the_gpu_unless_asked_otherwise(tmp_path):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert pixels_for(Settings(tmp_path, tmp_path, device=cpu)) == "cpu"
+    assert pixels_for(Settings(tmp_path, tmp_path, device=gpu)) == DEVICE_PIXELS
+    assert pixels_for(Settings(tmp_path, tmp_path, device=gpu, decode="cpu")) == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (nvJPEG)")
+def test_on_a_gpu_device_decoded_features_are_close_to_the_cpus(tmp_path, mixed_root):
+    """nvJPEG and the GPU's resampling may move a pixel by a level of 255; the features move by as little."""
+    index, _ = mixed_root
+    videos = [v for v in index.videos if v.video_id != "b"]
+    torch.manual_seed(0)
+    backbone = create_backbone("tiny3d").eval()
+    gpu = torch.device("cuda")
+    loader_way = FeatureStore(tmp_path, "tiny3d", "w", SPEC, code_sha256="c")
+    device_way = FeatureStore(tmp_path, "tiny3d", "w", SPEC, code_sha256="c", pixels=DEVICE_PIXELS)
+    for store in (loader_way, device_way):
+        store.extract(videos, backbone, gpu, batch_size=4)
+    a, b = loader_way.load(videos), device_way.load(videos)
+    assert ((a - b).abs().max() / a.abs().max()).item() < 1e-2
+    encoded = [read_encoded_clip(v, SPEC) for v in videos]
+    pixels = decode_clips(encoded, SPEC, gpu).cpu()
+    assert (pixels - torch.stack([load_clip(v, SPEC) for v in videos])).abs().max().item() <= 3 / 255 + 1e-6
