@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from harness.console import warn
-from harness.data.clips import clip_loader, decode_clips
+from harness.data.clips import clip_batches
 from harness.data.fingerprint import video_fingerprint
 from harness.data.index import Video
 from harness.errors import HarnessError
@@ -199,20 +199,16 @@ class FeatureStore:
         if not (self.dir / "meta.json").is_file():
             atomic_write_json(self.dir / "meta.json", self.meta)
         prepare_backbone(backbone, device)
-        encoded = self.pixels == DEVICE_PIXELS
-        loader = clip_loader(todo, self.frames, batch_size, workers, pin_memory=device.type == "cuda" and not encoded, encoded=encoded)
         pending = None  # the last batch: from a GPU its maps are on their way to the host while the next one is computed
-        for positions, clips in loader:
-            if encoded:  # decoded and resized on the device; the backbone's kernels queue behind them
-                clips = decode_clips(clips, self.frames, device)
+        for positions, clips in clip_batches(todo, self.frames, batch_size, workers, device, on_device=self.pixels == DEVICE_PIXELS):
             # always a full batch (a short one padded with copies of its last clip): the low bits of a backbone's
             # output can depend on the batch size (on a CPU a single clip takes other kernels), and an entry must
             # not depend on which videos a stopped, resumed or sharded extraction embeds beside it
             padded = torch.cat([clips, clips[-1:].expand(batch_size - len(clips), *clips.shape[1:])]) if len(clips) < batch_size else clips
-            maps = _to_host(embed_clips(backbone, padded, device, self.precision)[: len(clips)])  # [B, C, T', H', W']
+            maps, copied = _to_host(embed_clips(backbone, padded, device, self.precision)[: len(clips)])  # [B, C, T', H', W']
             if pending is not None:
                 self._write_entries(todo, keys, *pending, progress)
-            pending = (positions, *maps)
+            pending = (positions, maps, copied)
         if pending is not None:
             self._write_entries(todo, keys, *pending, progress)
         return len(todo)

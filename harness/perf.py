@@ -440,16 +440,13 @@ def _loaded_rates(head, reps, episodes, single_set, size: PerfSize, device, load
 def _extract_rate(backbone, videos, frames, workers: int, device: torch.device, precision: str = "fp32", on_device: bool = False) -> tuple[float, torch.Tensor]:
     """Clips per second through the loader (`on_device`: the workers only read the files, JPEG frames are
     decoded and clips resized on `device`, as the feature store does on a GPU), and the maps."""
-    from harness.data.clips import clip_loader, decode_clips
+    from harness.data.clips import clip_batches
     from harness.features import embed_clips
 
     outs = []
     _sync(device)
     t = time.perf_counter()
-    loader = clip_loader(videos, frames, 16 if len(videos) >= 16 else len(videos), workers, pin_memory=device.type == "cuda" and not on_device, encoded=on_device)
-    for _, clips in loader:
-        if on_device:
-            clips = decode_clips(clips, frames, device)
+    for _, clips in clip_batches(videos, frames, 16 if len(videos) >= 16 else len(videos), workers, device, on_device):
         outs.append(embed_clips(backbone, clips, device, precision).cpu())
     _sync(device)
     return len(videos) / (time.perf_counter() - t), torch.cat(outs)

@@ -72,6 +72,12 @@ def test_a_damaged_frame_in_a_batch_is_named(mixed_root):
     with pytest.raises(HarnessError) as e:
         decode_frames(blobs, video)
     assert name in e.value.what and video.key in (e.value.where or "")
+    # in a batch of clips decoded together, the error names the clip the frame belongs to, not the first one
+    first, damaged = read_encoded_clip(index.videos[1], SPEC), read_encoded_clip(video, SPEC)
+    damaged.blobs[3] = (name, data[:40])
+    with pytest.raises(HarnessError) as e:
+        decode_clips([first, damaged], SPEC, torch.device("cpu"))
+    assert name in e.value.what and video.key in (e.value.where or "") and index.videos[1].key not in (e.value.where or "")
 
 
 def test_clips_decoded_by_the_caller_are_the_loaders_bit_for_bit(mixed_root):

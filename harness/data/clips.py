@@ -2,6 +2,8 @@
 centre crop, normalise."""
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
@@ -85,33 +87,36 @@ def load_clip(video: Video, spec: FramesSpec) -> torch.Tensor:
 
 class EncodedClip:
     """A clip's frames as a worker hands them over for decoding on the device: the image files' (name, bytes),
-    or, for a video file (decoded where it is read), the uint8 frames [T, 3, H, W]."""
+    or, for a video file (decoded where it is read), the uint8 frames [T, 3, H, W]; `where` names the source."""
 
-    def __init__(self, video: Video, blobs: list[tuple[str, bytes]] | None, frames: torch.Tensor | None):
-        self.video, self.blobs, self.frames = video, blobs, frames
+    def __init__(self, video: Video, where: str, blobs: list[tuple[str, bytes]] | None, frames: torch.Tensor | None):
+        self.video, self.where, self.blobs, self.frames = video, where, blobs, frames
 
 
 def read_encoded_clip(video: Video, spec: FramesSpec) -> EncodedClip:
     """The frames `load_clip` would decode, left encoded where they are image files."""
     indices = uniform_indices(video.n_frames, spec.count)
-    blobs = open_source(video).read_encoded(indices)
-    return EncodedClip(video, blobs, read_frames(video, indices) if blobs is None else None)
+    source = open_source(video)
+    blobs = source.read_encoded(indices)
+    return EncodedClip(video, source.where, blobs, source.read(indices) if blobs is None else None)
 
 
 def decode_clips(clips: list[EncodedClip], spec: FramesSpec, device: torch.device) -> torch.Tensor:
     """float [B, 3, T, crop, crop] on `device` from encoded clips: every JPEG frame of the batch decoded in one
-    call there (harness.data.sources.decode_frames), then resized, cropped and normalised there, all clips
-    of one frame size at once. On the CPU the pixels are those of `load_clip`, bit for bit."""
-    from harness.data.sources import _stack, decode_frames
+    call there (harness.data.sources.decode_jpegs), then resized, cropped and normalised there, all clips of one
+    frame size at once. On the CPU the pixels are those of `load_clip`, bit for bit. When the batch cannot be
+    decoded in one call, each clip is decoded on its own, so that an error names its video and frame."""
+    from harness.data.sources import decode_frames, decode_jpegs, stack_frames
 
-    blobs = [b for c in clips if c.blobs is not None for b in c.blobs]
-    decoded = iter(decode_frames(blobs, clips[0].video, device)) if blobs else iter(())
+    together = decode_jpegs([b for c in clips if c.blobs is not None for b in c.blobs], device)
+    decoded = iter(together or ())
     frames = []
     for c in clips:  # [T, 3, H, W] uint8 on the device, clip by clip
         if c.blobs is None:
             frames.append(c.frames.to(device, non_blocking=True))
         else:
-            frames.append(_stack([next(decoded) for _ in c.blobs], c.video, str(c.video.path)))
+            images = [next(decoded) for _ in c.blobs] if together is not None else decode_frames(c.blobs, c.video, device)
+            frames.append(stack_frames(images, c.video, c.where))
     if len({f.shape for f in frames}) == 1:
         return preprocess(torch.stack(frames).flatten(0, 1), spec).view(3, len(frames), spec.count, spec.crop, spec.crop).transpose(0, 1).contiguous()
     return torch.stack([preprocess(f, spec) for f in frames])
@@ -164,6 +169,14 @@ class _ClipLoader(DataLoader):
             if isinstance(item, _Failure):
                 raise HarnessError(item.what, where=item.where, fix=item.fix)
             yield item
+
+
+def clip_batches(videos: list[Video], spec: FramesSpec, batch_size: int, workers: int, device: torch.device, on_device: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(positions [B], clips float [B, 3, T, crop, crop]) in order, for a backbone on `device`; `on_device`: the
+    workers only read the files, and the frames are decoded and the clips made on `device` (`decode_clips`)."""
+    loader = clip_loader(videos, spec, batch_size, workers, pin_memory=device.type == "cuda" and not on_device, encoded=on_device)
+    for positions, clips in loader:
+        yield positions, decode_clips(clips, spec, device) if on_device else clips
 
 
 def clip_loader(videos: list[Video], spec: FramesSpec, batch_size: int, workers: int, pin_memory: bool = False, encoded: bool = False) -> DataLoader:

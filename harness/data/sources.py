@@ -214,22 +214,28 @@ def decode_frame(data: bytes) -> torch.Tensor:
     return image
 
 
-def decode_frames(blobs: list[tuple[str, bytes]], video: "Video", device: torch.device | str = "cpu") -> list[torch.Tensor]:
-    """uint8 [3, H, W] of each (name, bytes) frame of `video`, by the rule of `decode_frame`, on `device`.
-
-    JPEG frames are decoded in one call (`torchvision.io.decode_jpeg` of the list: on the CPU the very function
-    `decode_frame` calls, one by one; on a GPU nvJPEG, whose pixels may differ from libjpeg-turbo's by a level
-    or so, see harness.features). Anything else, and a batch that fails, is decoded frame by frame on the CPU,
-    which names the frame at fault."""
+def decode_jpegs(blobs: list[tuple[str, bytes]], device: torch.device | str = "cpu") -> list[torch.Tensor] | None:
+    """uint8 [3, H, W] of each (name, bytes) frame, all decoded in one call on `device` when every one is a JPEG
+    that decodes to RGB (`torchvision.io.decode_jpeg` of the list: on the CPU the very function `decode_frame`
+    calls, one by one; on a GPU nvJPEG, whose pixels may differ from libjpeg-turbo's by a level or so, see
+    harness.features); None otherwise: then `decode_frames`, frame by frame, names the frame at fault."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    if blobs and all(data.startswith(_JPEG) for _, data in blobs):
-        try:
-            images = decode_jpeg([torch.frombuffer(bytearray(data), dtype=torch.uint8) for _, data in blobs], mode=ImageReadMode.RGB, device=device)
-            if all(i.dtype == torch.uint8 and i.dim() == 3 and i.shape[0] == 3 for i in images):
-                return images
-        except (RuntimeError, OSError):
-            pass  # decoded one by one below, which names the frame
+    if not blobs or not all(data.startswith(_JPEG) for _, data in blobs):
+        return None
+    try:
+        images = decode_jpeg([torch.frombuffer(bytearray(data), dtype=torch.uint8) for _, data in blobs], mode=ImageReadMode.RGB, device=device)
+    except (RuntimeError, OSError):
+        return None
+    return images if all(i.dtype == torch.uint8 and i.dim() == 3 and i.shape[0] == 3 for i in images) else None
+
+
+def decode_frames(blobs: list[tuple[str, bytes]], video: "Video", device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """uint8 [3, H, W] of each (name, bytes) frame of `video`, by the rule of `decode_frame`, on `device`: JPEG
+    frames in one call (`decode_jpegs`); anything else, and a batch that fails, frame by frame on the CPU."""
+    images = decode_jpegs(blobs, device)
+    if images is not None:
+        return images
     frames = []
     for name, data in blobs:
         try:
@@ -445,7 +451,7 @@ class VideoSource(ABC):
         return str(self.video.path)
 
     def _decode_images(self, blobs: list[tuple[str, bytes]]) -> torch.Tensor:
-        return _stack(decode_frames(blobs, self.video), self.video, self.where)
+        return stack_frames(decode_frames(blobs, self.video), self.video, self.where)
 
 
 def _decoder_reason(e: Exception) -> str:
@@ -454,7 +460,8 @@ def _decoder_reason(e: Exception) -> str:
     return re.sub(r"^\w+, \S+:\d+, ", "", text) or text
 
 
-def _stack(frames: list[torch.Tensor], video: Video, where: str) -> torch.Tensor:
+def stack_frames(frames: list[torch.Tensor], video: Video, where: str) -> torch.Tensor:
+    """uint8 [T, 3, H, W] of a video's decoded frames; an error naming `where` when their sizes differ."""
     if len({f.shape for f in frames}) > 1:
         raise HarnessError(f"frames of video {video.key} differ in size", where=where, fix="re-extract the frames at one size")
     return torch.stack(frames)
@@ -545,7 +552,7 @@ class VideoFileSource(VideoSource):
             )
         self._check_indices(indices, count)
         frames = [torch.from_numpy(np.ascontiguousarray(kept[i])).permute(2, 0, 1) for i in positions]
-        return _stack(frames, self.video, self.where)
+        return stack_frames(frames, self.video, self.where)
 
 
 def open_source(video: Video) -> VideoSource:
