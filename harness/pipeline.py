@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -278,6 +279,16 @@ def head_settings(p: Protocol, method: str, given: dict | None = None, where: st
         raise _settings_error(e, p, method, where) from None
 
 
+def check_settings_before_work(p: Protocol, method: str) -> None:
+    """`method`'s settings against the backbone map the protocol predicts (harness.limits.predicted_context: a probe
+    on the meta device, 1 s the first time in a process): called before pretraining or embedding, so that a
+    setting the head cannot take fails before minutes of work; once the maps exist, the head is built against
+    the real map, which checks the same schema exactly."""
+    from harness.limits import predicted_context
+
+    head_settings(p, method, context=predicted_context(p))
+
+
 def _settings_error(e: "methods.SettingsError", p: Protocol | None, method: str, where: str | None) -> HarnessError:
     field = f"methods.{method}.{e.setting}" if e.setting else f"methods.{method}"
     if where is None and p is not None:
@@ -398,11 +409,7 @@ def run_method(p: Protocol, method: str, s: Settings, n_episodes: int | None = N
             raise HarnessError(f"unknown method '{method}'", fix=f"use one of: {', '.join(methods.list_methods())}, or a Head class as package.module:Class (README: Adding a method)")
     n_episodes = p.episodes if n_episodes is None else n_episodes
     _check_run_request(n_episodes, s, p)
-    settings_check = None
-    if head is None:  # a setting the head cannot take is named before any video is embedded (once all are, the
-        from harness.limits import predicted_context  # head is built against the real map, which checks it exactly)
-
-        settings_check = lambda: head_settings(p, method, context=predicted_context(p))  # noqa: E731
+    settings_check = functools.partial(check_settings_before_work, p, method) if head is None else None
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     index = load_index(p, s, p.dataset.part)

@@ -15,6 +15,7 @@ an uninterrupted one (best.pt, last.pt, train_log.jsonl); a finished one is not 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -35,7 +36,7 @@ from harness.files import atomic_write_json, atomic_write_text
 from harness.data.clips import augment, jittered_indices, load_clip, read_frames
 from harness.locks import file_lock
 from harness.phases import phase
-from harness.pipeline import Settings, backbone_for, build_head, features_for, head_settings, load_index, remove_stale_temporaries, state_sha256
+from harness.pipeline import Settings, backbone_for, build_head, check_settings_before_work, features_for, head_settings, load_index, remove_stale_temporaries, state_sha256
 from harness.protocol import MAX_TRAIN_EPISODES, Protocol, TrainSpec, train_spec
 from harness.provenance import head_code, sources_sha256
 from harness.results import record_line
@@ -186,12 +187,7 @@ def train(p: Protocol, method: str, s: Settings, resume: bool = False, out: Path
     t, source = resolve_train_settings(p, head_cls)
     _check_request(p, method, t, source)
     out = out or checkpoint_dir(s.home, p.name, method)
-
-    def settings_check() -> None:  # the head's settings against the predicted backbone map (a probe of 1 s)
-        from harness.limits import predicted_context
-
-        head_settings(p, method, context=predicted_context(p))
-
+    settings_check = functools.partial(check_settings_before_work, p, method)
     if not (out / "summary.json").is_file():  # a training to do: checked before any work; else before any
         settings_check()  # pretraining or embedding it turns out to need, and when the head is built
     # one training per folder at a time: a second process waits, then resumes or finds the run finished
