@@ -37,8 +37,11 @@ def _stage(path: Path, write, durable: bool = True) -> str:
     """Call write(file) on a temporary file beside `path`, flushed to disk (`durable`: fsync'd too); return the
     temporary file's name. On any failure the temporary file is removed."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except FileNotFoundError:  # the folder is made only when missing: a mkdir before every file cost 0.18 ms a file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise _write_error(path, e) from None
     try:

@@ -177,7 +177,7 @@ def _read_frame(video: Video, name: str) -> bytes:
     """The bytes of one frame file: from the folder, or the zip member decompressed (its CRC checked)."""
     if video.kind == FRAMES:
         try:
-            return read_frame_file(video.path / name)
+            return read_frame_file(os.path.join(video.path, name))
         except SourceError as e:
             raise HarnessError(str(e), where=f"video {video.key}", fix="restore the file; the data changed after it was indexed, so run again to have it checked") from None
     try:
