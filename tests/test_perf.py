@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,7 +65,12 @@ def test_cmd_perf_tiny(tmp_path, capsys):
     assert names == ["end-to-end", "heads protonet", "heads otam", "heads trx", "heads staf", "extraction with workers"]
     result = json.loads(out.read_text())
     assert result["ratios"] == ratios
-    assert result["end_to_end"]["predictions_identical"] and result["end_to_end"]["per_episode"]["extrapolated"]
+    e2e = result["end_to_end"]
+    assert e2e["predictions_identical"] and e2e["per_episode"]["extrapolated"]
+    assert len(e2e["rounds"]) == 2 and e2e["ratio_range"][0] <= e2e["ratio"] <= e2e["ratio_range"][1]
+    assert e2e["target_holds"] is None  # tiny sizes: the 50x target does not apply
+    assert set(result["machine"]) == {"end_to_end", "heads", "extraction"}
+    assert all(m["cores_own"] > 0 for m in result["machine"].values())
     assert all(h["predictions_identical"] for h in result["heads"]["heads"].values())
     assert result["heads"]["target_holds"] is None  # tiny feature sizes: the 60 s target does not apply
 
@@ -77,3 +83,36 @@ def test_gathering_in_small_slices_changes_no_record(pools, name, monkeypatch):
     whole = evaluate(head, reps, episodes, N_EPISODES)
     monkeypatch.setattr(evaluate_module, "GATHER_BYTES", 1)  # one block of episodes per call of the head
     assert evaluate(head, reps, episodes, N_EPISODES) == whole
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="needs /proc/stat (Linux)")
+def test_machine_during_counts_a_busy_process_outside_perf_as_other_load():
+    import subprocess
+    import sys
+    import time
+
+    from harness.perf import machine_during
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # let it start
+        with machine_during(record := {}):
+            time.sleep(1.5)  # this process idles
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert record["cores_own"] < 0.2
+    assert record["cores_other"] >= 0.3  # the spinner: about one core, unless the machine is very busy
+
+
+def test_every_end_to_end_round_fingerprints_its_videos_as_a_first_run(tmp_path, monkeypatch):
+    """A later round must not be served the fingerprints of the first: it would time less work than a run does."""
+    import harness.data.fingerprint as fingerprint
+    from harness.perf import SIZES, bench_end_to_end
+
+    read = []
+    real = fingerprint._frames_fingerprint
+    monkeypatch.setattr(fingerprint, "_frames_fingerprint", lambda video, positions: read.append(video.key) or real(video, positions))
+    result = bench_end_to_end(SIZES["tiny"], torch.device("cpu"), tmp_path, 0, lambda m: None)
+    assert len(result["rounds"]) == 2
+    assert len(read) == 2 * result["pool_videos"] and len(set(read)) == result["pool_videos"]

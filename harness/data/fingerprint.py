@@ -66,6 +66,13 @@ def checked_once():
         _CHECKED = outer
 
 
+def forget_remembered() -> None:
+    """Drop the fingerprints this process remembers, so the next ones read and hash the frames again, as a new
+    process would: for timing a first run in a process that has run one before (`bench.py perf`'s rounds)."""
+    _VIDEOS.clear()
+    _INDEXES.clear()
+
+
 def read_positions(video: Video, frames: FramesSpec) -> tuple[int, ...]:
     """The frame positions `harness.data.clips.load_clip` decodes for this video (test-time sampling), ascending."""
     return _positions(video.n_frames, frames.count)
