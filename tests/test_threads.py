@@ -106,6 +106,8 @@ def test_perf_scores_the_heads_again_under_a_load_and_ends_it(tmp_path, capsys):
     for name, h in result["heads"]["heads"].items():
         loaded = h["loaded"]
         assert loaded["predictions_identical"] and loaded["batched_eps"] > 0 and loaded["single_eps"] > 0
+        assert len(loaded["rounds"]) == 2  # the tiny size's rounds; the reported ratio is one of theirs (the median)
+        assert loaded["slowdown"] in [r["slowdown"] for r in loaded["rounds"]]
         assert f"heads {name} under load 1: batched vs one at a time" in printed
     children = subprocess.run(["pgrep", "-P", str(os.getpid())], capture_output=True, text=True).stdout.split()
     assert children == [], "the competing load outlived perf"
