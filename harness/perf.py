@@ -195,9 +195,9 @@ def machine_during(record: dict):
     try:
         yield record
     finally:
-        wall, own, after = time.perf_counter() - t, _own_cpu_s() - own, _cpu_ticks()
+        wall, own, after = max(time.perf_counter() - t, 1e-9), _own_cpu_s() - own, _cpu_ticks()
         record["cores_own"] = round(own / wall, 2)
-        if ticks is not None and after is not None and wall > 0:
+        if ticks is not None and after is not None:
             busy = (after[0] - ticks[0]) / tick / wall
             record["cores_other"] = round(max(0.0, busy - own / wall), 2)
             record["steal_pct"] = round(100 * (after[1] - ticks[1]) / tick / wall / (os.cpu_count() or 1), 1)
