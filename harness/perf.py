@@ -712,7 +712,7 @@ def ratio_lines(result: dict) -> list[str]:
 
 
 def _verdict(holds: bool | None) -> str:
-    return "n/a (not the real feature sizes)" if holds is None else ("holds" if holds else "missed")
+    return "n/a (not the real sizes)" if holds is None else ("holds" if holds else "missed")
 
 
 def _identical(comparison: dict) -> str:
