@@ -48,8 +48,8 @@ PRECISIONS = ("fp32", "bf16")
 #: workers) or DEVICE_PIXELS (the workers only read the files; JPEG frames are decoded on the backbone's device
 #: in one call per batch, resized and normalised there). On a GPU nvJPEG and the GPU's resampling may round a
 #: pixel otherwise than libjpeg-turbo and the CPU's, so those features have a store key of their own
-PIXELS = ("cpu", "device-1")
 DEVICE_PIXELS = "device-1"
+PIXELS = ("cpu", DEVICE_PIXELS)
 #: packs whose checksum held in this process: path -> (device, inode, size, mtime); a replaced file is checked again
 _VERIFIED_PACKS: dict[Path, tuple] = {}
 #: (store folder, pack name) of the video lists `FeatureStore.renew` embedded anew in this process

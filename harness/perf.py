@@ -168,6 +168,24 @@ def _disagreements(a: np.ndarray, b: np.ndarray) -> int:
     return int((a != b).reshape(len(a), -1).any(axis=-1).sum())
 
 
+def _lower_median(items: list, key):
+    """The item of `items` whose key is the median, the lower of the two middle ones for an even count."""
+    return sorted(items, key=key)[(len(items) - 1) // 2]
+
+
+def _adding_seconds(function, seconds: dict, part: str):
+    """`function`, adding the seconds each call takes to seconds[part] (a part of a run timed apart)."""
+
+    def timed(*args):
+        t = time.perf_counter()
+        try:
+            return function(*args)
+        finally:
+            seconds[part] += time.perf_counter() - t
+
+    return timed
+
+
 def _cpu_ticks() -> tuple[int, int] | None:
     """(busy, stolen) clock ticks of all CPUs since boot, from /proc/stat; None where there is none."""
     try:
@@ -274,7 +292,7 @@ def bench_end_to_end(size: PerfSize, device: torch.device, cache: Path, workers:
             rounds.append({"harness": harness, "per_episode": reference, "ratio": reference["per_episode_s"] * size.e2e_episodes / harness["seconds"],
                            "disagreeing": disagree, "predictions": harness_pred})
             log(f"end to end, round {r + 1} of {size.e2e_rounds}: harness {harness['seconds']:.2f} s, per episode {reference['per_episode_s'] * 1000:.1f} ms: {rounds[-1]['ratio']:.1f}x")
-    median = sorted(rounds, key=lambda x: x["ratio"])[(len(rounds) - 1) // 2]
+    median = _lower_median(rounds, key=lambda x: x["ratio"])
     ratios = [x["ratio"] for x in rounds]
     disagree = max(x["disagreeing"] for x in rounds)
     return {
@@ -303,32 +321,21 @@ def _harness_pass(index, frames, backbone, size: PerfSize, device: torch.device,
     Returns (seconds by part, predictions [E, Q], the head)."""
     import harness.features as features_module
     import methods
+    from harness.data.fingerprint import forget_remembered
     from harness.episodes import EpisodeSet
     from harness.evaluate import embed_pool, evaluate
-
-    from harness.data.fingerprint import forget_remembered
 
     forget_remembered()  # every round fingerprints its videos as a first run does
     episodes = EpisodeSet(index, 5, 1, 1, size.e2e_episodes, 0)  # new: its episodes are sampled in the timed part
     timed = _Timed(backbone)
     store = features_module.FeatureStore(home, "tiny3d", "random-seed-0", frames)
+    # the store's writes and the videos' content fingerprints (their frames read once more), timed apart from decoding
     parts = {"fingerprint": 0.0, "write": 0.0}
     save, entry_key = features_module.atomic_save_npy_checksummed, features_module.video_entry_key
-
-    def timed_save(path, array):  # the store's writes, timed apart from decoding
-        t = time.perf_counter()
-        save(path, array)
-        parts["write"] += time.perf_counter() - t
-
-    def timed_key(video, spec):  # the videos' content fingerprints (reading their frames once more)
-        t = time.perf_counter()
-        key = entry_key(video, spec)
-        parts["fingerprint"] += time.perf_counter() - t
-        return key
-
     _sync(device)
     t0 = time.perf_counter()
-    features_module.atomic_save_npy_checksummed, features_module.video_entry_key = timed_save, timed_key
+    features_module.atomic_save_npy_checksummed = _adding_seconds(save, parts, "write")
+    features_module.video_entry_key = _adding_seconds(entry_key, parts, "fingerprint")
     try:
         store.extract(index.videos, timed, device, 16, workers)
     finally:
@@ -475,12 +482,13 @@ def bench_heads(size: PerfSize, device: torch.device, log, load: int = 0) -> dic
 SINGLE_MIN_S = 1.0
 
 
-def _timed_batched(head, reps, episodes, size: PerfSize, device) -> tuple[list[dict], float]:
-    """The records of scoring `episodes` batched, as `run` does, and the seconds taken."""
+def _timed_batched(head, reps, episodes, size: PerfSize, device, only: set[int] | None = None) -> tuple[list[dict], float]:
+    """The records of scoring `episodes` batched, as `run` does (`only`: the chunks starting there), and the
+    seconds taken."""
     from harness.evaluate import evaluate
 
     t = time.perf_counter()
-    batched = evaluate(head, reps, episodes, size.batch_episodes)
+    batched = evaluate(head, reps, episodes, size.batch_episodes, only=only)
     _sync(device)
     return batched, time.perf_counter() - t
 
@@ -505,26 +513,20 @@ def _loaded_rates(head, reps, episodes, single_set, size: PerfSize, device, load
     `size.loaded_rounds` rounds: each scores the first `size.loaded_episodes` episodes batched on the quiet
     machine, then batched and one at a time under the load, so that each ratio compares moments close in time.
     The medians of the rounds' rates and ratios are reported (one round can meet a moment of other work)."""
-    from harness.evaluate import evaluate
-
     starts = set(range(0, min(size.loaded_episodes, len(episodes)), size.batch_episodes))  # whole chunks
     rounds, identical = [], True
     for _ in range(size.loaded_rounds):
-        t = time.perf_counter()
-        quiet = evaluate(head, reps, episodes, size.batch_episodes, only=starts)
-        _sync(device)
-        quiet_eps = len(quiet) / (time.perf_counter() - t)
+        quiet, quiet_s = _timed_batched(head, reps, episodes, size, device, only=starts)
+        quiet_eps = len(quiet) / quiet_s
         with competing_load(load):
-            t = time.perf_counter()
-            batched = evaluate(head, reps, episodes, size.batch_episodes, only=starts)
-            _sync(device)
-            batched_eps = len(batched) / (time.perf_counter() - t)
+            batched, batched_s = _timed_batched(head, reps, episodes, size, device, only=starts)
+            batched_eps = len(batched) / batched_s
             with _one_episode_per_call(head):
                 _, single_s, single_n = _timed_single(head, reps, single_set, device)
         identical &= _disagreements(_predictions(batched), quiet_predictions[: len(batched)]) == 0
         rounds.append({"quiet_batched_eps": round(quiet_eps, 1), "batched_eps": round(batched_eps, 1), "single_eps": round(single_n / single_s, 1),
                        "slowdown": quiet_eps / batched_eps, "batched_vs_single": batched_eps / (single_n / single_s)})
-    median = lambda key: sorted(r[key] for r in rounds)[(len(rounds) - 1) // 2]  # noqa: E731 (the lower middle)
+    median = lambda key: _lower_median(rounds, key=lambda r: r[key])[key]  # noqa: E731
     return {
         "episodes_per_round": len(batched),
         "rounds": rounds,
@@ -752,7 +754,7 @@ def _table(result: dict):
             if "loaded" in h:
                 x = h["loaded"]
                 table.add_row(f"  under a load of {hs['load']} busy processes", f"{x['batched_eps']:.1f} ep/s ({x['slowdown']:.2f}x slower than quiet; medians of {len(x['rounds'])} rounds)",
-                              f"{x['single_eps']:.1f} ep/s", f"{x['batched_vs_single']:.1f}x", "yes" if x["predictions_identical"] else "NO")
+                              f"{x['single_eps']:.1f} ep/s", f"{x['batched_vs_single']:.2f}x", "yes" if x["predictions_identical"] else "NO")
         table.add_row(
             "heads, all four batched",
             f"{hs['batched_total_s']:.1f} s; for 10,000 episodes {hs['batched_total_10000_s']:.1f} s" + (" (extrapolated)" if hs["batched_total_10000_extrapolated"] else ""),
