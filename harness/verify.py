@@ -315,16 +315,16 @@ def _verify(summary: dict, records_bytes: bytes, folder: Path, want_records: boo
         raise HarnessError(f"episodes.jsonl has SHA-256 {digest[:12]}..., but summary.json was written for {str(stated)[:12]}...: the records changed after the run finished",
                            where=str(folder), fix=_fix(summary))
     mark = _mark_path(folder, summary, digest)
-    if mark.is_file():  # these very bytes passed checks 2 and 3 under this very verifier
-        if not want_records:
-            return None
-        with _collector_paused():
-            return parse_records(records_bytes, records_where)
+    verified = mark.is_file()  # these very bytes passed checks 2 and 3 under this very verifier
+    if verified and not want_records:
+        return None
     with _collector_paused():
         records = parse_records(records_bytes, records_where)
-        check_records(records, records_where)
-        check_figures(summary, records, summary_where)
-    _mark_verified(mark)
+        if not verified:
+            check_records(records, records_where)
+            check_figures(summary, records, summary_where)
+    if not verified:
+        _mark_verified(mark)
     return records
 
 
