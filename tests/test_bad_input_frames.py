@@ -365,6 +365,25 @@ def test_a_frame_that_became_a_fifo_after_indexing_is_refused_not_read(tmp_path,
             fingerprint.video_fingerprint(video, FRAMES)
 
 
+def test_a_frame_that_becomes_a_fifo_between_its_check_and_its_read_does_not_hang_the_fingerprint(tmp_path, tiny_root, monkeypatch):
+    """The fingerprint stats a video's frames, then reads them: a frame replaced in between is refused on the
+    open file, which is opened without blocking."""
+    root = copy_test_split(tiny_root, tmp_path / "data")
+    video = build_index(root, root / "testlist.txt", "test", 8).videos[0]
+    real_stamp = fingerprint._stamp
+
+    def stamp_then_replace(*args):
+        stamp = real_stamp(*args)
+        damage_frame(video.path, 0, "fifo")
+        return stamp
+
+    monkeypatch.setattr(fingerprint, "_stamp", stamp_then_replace)
+    monkeypatch.setattr(fingerprint, "_VIDEOS", {})
+    with pytest.raises(HarnessError, match="is a FIFO, not a regular file") as e:
+        fingerprint.video_fingerprint(video, FRAMES)
+    assert f"video {video.key}" in e.value.message and "run again" in e.value.fix
+
+
 # ---------------------------------------------------------------------------------------------- video files
 
 

@@ -112,7 +112,7 @@ def test_every_end_to_end_round_fingerprints_its_videos_as_a_first_run(tmp_path,
 
     read = []
     real = fingerprint._frames_fingerprint
-    monkeypatch.setattr(fingerprint, "_frames_fingerprint", lambda video, positions: read.append(video.key) or real(video, positions))
+    monkeypatch.setattr(fingerprint, "_frames_fingerprint", lambda video, *rest: read.append(video.key) or real(video, *rest))
     result = bench_end_to_end(SIZES["tiny"], torch.device("cpu"), tmp_path, 0, lambda m: None)
     assert len(result["rounds"]) == 2
     assert len(read) == 2 * result["pool_videos"] and len(set(read)) == result["pool_videos"]

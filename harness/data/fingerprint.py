@@ -22,9 +22,9 @@ shared between machines, gives the same fingerprints, and frames overwritten in 
 folder's modification time) give another one. A decoder that changed between library versions is not
 covered (the same holds for the backbone's code): both are recorded in a run's summary.
 
-Cost: the frames of one clip read once more (the loader reads the same files). On the quickstart's data (16
-JPEG frames of 64x64, about 37 KB a clip, in the page cache) that is about 0.9 ms a video, 0.6 s for the 720
-test videos. Within one process a fingerprint is remembered and served after a check of the files it read
+Cost: the frames of one clip read once more (the loader reads the same files): one stat, open, read and close
+a frame. On 16 JPEG frames of 64x64 in the page cache (the quickstart's and `bench.py perf`'s data) that is
+about 0.2 ms a video: 0.26 s for perf's 1,292 videos. Within one process a fingerprint is remembered and served after a check of the files it read
 (their size, modification and change times, device and inode: about 0.17 ms a video); inside a
 `checked_once()` block (the quickstart's steps, which read the same splits many times and edit nothing) that
 check is made once per video. Nothing is kept across processes.
@@ -42,7 +42,7 @@ from pathlib import Path
 
 from harness.data.clips import uniform_indices
 from harness.data.index import FILE, FRAMES, ZIP, Video, VideoIndex, list_frames
-from harness.data.sources import DECODING, SourceError, file_problem, file_sha256, read_frame_file, zip_tree
+from harness.data.sources import DECODING, SourceError, file_problem, file_sha256, zip_tree
 from harness.errors import HarnessError
 from harness.protocol import FramesSpec, canonical_json, frames_key
 
@@ -101,7 +101,7 @@ def video_fingerprint(video: Video, frames: FramesSpec) -> str:
             if _CHECKED is not None:
                 _CHECKED.add(key)
             return held[1]
-        value = _file_fingerprint(video) if video.kind == FILE else _frames_fingerprint(video, positions)
+        value = _file_fingerprint(video) if video.kind == FILE else _frames_fingerprint(video, positions, stamp)
     except OSError as e:
         raise HarnessError(
             f"video {video.key} cannot be read: {e.strerror or e}",
@@ -170,23 +170,40 @@ def _frame_names(video: Video) -> list[str]:
     return names
 
 
-def _frames_fingerprint(video: Video, positions: tuple[int, ...]) -> str:
-    """Kinds "frames" and "zip": the frame count and the SHA-256 of the frames at `positions`, each length-prefixed."""
-    names = _frame_names(video)
+def _frames_fingerprint(video: Video, positions: tuple[int, ...], stamp: tuple) -> str:
+    """Kinds "frames" and "zip": the frame count and the SHA-256 of the frames at `positions`, each length-prefixed.
+    `stamp`: the one `_stamp` just took (for a folder: the frames' names, each checked a regular file with bytes)."""
+    if video.kind == FRAMES:
+        folder = os.fspath(video.path)
+        frames = (_read_frame_file(os.path.join(folder, name), video) for name, _ in stamp)
+    else:
+        names = _frame_names(video)
+        frames = (_read_member(video, names[i]) for i in positions)
     h = hashlib.sha256()
-    for i in positions:
-        data = _read_frame(video, names[i])
+    for data in frames:
         h.update(len(data).to_bytes(8, "little") + data)
     return f"frames:{video.n_frames}:{h.hexdigest()}:{DECODING}"
 
 
-def _read_frame(video: Video, name: str) -> bytes:
-    """The bytes of one frame file: from the folder, or the zip member decompressed (its CRC checked)."""
-    if video.kind == FRAMES:
-        try:
-            return read_frame_file(os.path.join(video.path, name))
-        except SourceError as e:
-            raise HarnessError(str(e), where=f"video {video.key}", fix="restore the file; the data changed after it was indexed, so run again to have it checked") from None
+def _read_frame_file(path: str, video: Video) -> bytes:
+    """The bytes of a frame file that `_stamp` found regular: opened without blocking (a FIFO put in its place
+    since cannot hang the caller) and checked again on the open file. One open, fstat, read and close: half the
+    cost of `harness.data.sources.read_frame_file`, which stats the path before it opens it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if (why := file_problem(path, st)) is not None:
+            raise HarnessError(f"frame {path} is {why}", where=f"video {video.key}", fix="restore the file; the data changed after it was indexed, so run again to have it checked")
+        parts = []
+        while chunk := os.read(fd, max(st.st_size + 1, 1 << 16)):  # to the end, should it have grown
+            parts.append(chunk)
+    finally:
+        os.close(fd)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _read_member(video: Video, name: str) -> bytes:
+    """The bytes of one zip member, decompressed (its CRC checked)."""
     try:
         tree = zip_tree(video.path)
         return tree.zip.read(tree.infos[name])
