@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from harness.console import warn
-from harness.data.clips import clip_batches
+from harness.data.loader import clip_batches
 from harness.data.fingerprint import video_fingerprint
 from harness.data.index import Video
 from harness.errors import HarnessError

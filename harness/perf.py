@@ -74,13 +74,14 @@ class PerfSize:
     e2e_rounds: int = 3  # rounds of the end-to-end comparison (the median round is reported)
     loaded_rounds: int = 3  # rounds of the heads' quiet and loaded rates (`--load`; medians reported)
     loaded_episodes: int = 3000  # episodes each of those rounds scores batched (the first ones)
+    loader_clips: int = 96  # clips of the loader alone at the real size (16 JPEG frames of 320 x 240 -> 16 x 224 x 224)
 
 
 SIZES = {
     "full": PerfSize("full", 130, HMDB_TEST_VIDEOS, 10_000, 100, "otam", HMDB_TEST_VIDEOS, 10_000, 50, 2048, 256, (0, 1, 2), 4, r3d50_clips_cuda=256),
-    "quick": PerfSize("quick", 30, 300, 1000, 20, "otam", 300, 1000, 10, 2048, 64, (0, 1, 2), 0, r3d50_clips_cuda=64, loaded_rounds=2, loaded_episodes=1000),
+    "quick": PerfSize("quick", 30, 300, 1000, 20, "otam", 300, 1000, 10, 2048, 64, (0, 1, 2), 0, r3d50_clips_cuda=64, loaded_rounds=2, loaded_episodes=1000, loader_clips=16),
     # for the tests: a few seconds
-    "tiny": PerfSize("tiny", 6, 58, 60, 3, "otam", 40, 30, 3, 64, 16, (0,), 0, batch_episodes=25, e2e_rounds=2, loaded_rounds=2),
+    "tiny": PerfSize("tiny", 6, 58, 60, 3, "otam", 40, 30, 3, 64, 16, (0,), 0, batch_episodes=25, e2e_rounds=2, loaded_rounds=2, loader_clips=2),
 }
 
 
@@ -545,7 +546,7 @@ def _loaded_rates(head, reps, episodes, single_set, size: PerfSize, device, load
 def _extract_rate(backbone, videos, frames, workers: int, device: torch.device, precision: str = "fp32", on_device: bool = False) -> tuple[float, torch.Tensor]:
     """Clips per second through the loader (`on_device`: the workers only read the files, JPEG frames are
     decoded and clips resized on `device`, as the feature store does on a GPU), and the maps."""
-    from harness.data.clips import clip_batches
+    from harness.data.loader import clip_batches
     from harness.features import embed_clips
 
     outs = []
@@ -604,6 +605,58 @@ def _on_device_rates(name, backbone, videos, frames, workers: int, device: torch
     return out
 
 
+#: the loader alone: frames as HMDB51's and UCF101's frame dumps hold them (JPEG, 320 x 240), clips as r3d50 takes them
+LOADER_FRAMES = {"frame": (240, 320), "count": 16, "resize": 256, "crop": 224}
+LOADER_ALONE = "none (the loader alone)"
+
+
+def _real_size_videos(cache: Path, n: int) -> list:
+    """`n` videos of 16 JPEG frames of 320 x 240 (smooth random content drifting frame to frame, about 22 KB a frame),
+    written once into the perf cache."""
+    from torchvision.io import encode_jpeg
+
+    from harness.data.index import Video
+
+    height, width = LOADER_FRAMES["frame"]
+    videos, g = [], torch.Generator().manual_seed(0)
+    for v in range(n):
+        folder = cache / f"jpeg-{width}x{height}" / "c" / f"v{v:03d}"
+        base = torch.randint(0, 256, (1, 3, height // 8, width // 8), generator=g, dtype=torch.uint8).float()  # drawn whatever is on disk
+        if not (folder / f"{LOADER_FRAMES['count'] - 1:05d}.jpg").is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            image = torch.nn.functional.interpolate(base, size=(height, width), mode="bilinear")[0].to(torch.uint8)
+            for f in range(LOADER_FRAMES["count"]):
+                (folder / f"{f:05d}.jpg").write_bytes(encode_jpeg(image.roll(2 * f, -1), quality=90).numpy().tobytes())
+        videos.append(Video("c", f"v{v:03d}", folder, LOADER_FRAMES["count"]))
+    return videos
+
+
+def _loader_rates(size: PerfSize, device: torch.device, cache: Path, log) -> list[dict]:
+    """The loader alone, no backbone: clips/s it makes at the real size per worker count (on a GPU also with the
+    frames decoded there), the most it can feed a network."""
+    from harness.data.loader import clip_batches
+    from harness.protocol import FramesSpec
+
+    videos = _real_size_videos(cache, size.loader_clips)
+    frames = FramesSpec(count=LOADER_FRAMES["count"], resize=LOADER_FRAMES["resize"], crop=LOADER_FRAMES["crop"])
+    ways = [(w, False) for w in size.workers]
+    if device.type == "cuda":
+        ways += [(max(size.workers[-1], min(8, os.cpu_count() or 1)), True)]
+    rows = []
+    for workers, on_device in ways:
+        _sync(device)
+        t = time.perf_counter()
+        for _ in clip_batches(videos, frames, 8, workers, device, on_device):
+            pass
+        _sync(device)
+        rate = len(videos) / (time.perf_counter() - t)
+        how = f"{workers}, decoding on the GPU" if on_device else workers
+        rows.append({"backbone": LOADER_ALONE, "clip": f"{frames.count} x {frames.crop} x {frames.crop} from JPEG {LOADER_FRAMES['frame'][1]} x {LOADER_FRAMES['frame'][0]}",
+                     "precision": "fp32", "workers": how, "clips": len(videos), "clips_per_s": round(rate, 2), "peak_rss": _peak_rss_mib(), "cuda_peak_mib": _cuda_peak_mib(device)})
+        log(f"extraction, the loader alone, {frames.count}x{frames.crop}x{frames.crop} from 320x240 JPEG, {how} workers: {rate:.1f} clips/s")
+    return rows
+
+
 def bench_extraction(size: PerfSize, device: torch.device, cache: Path, log) -> dict:
     from harness.backbones import create_backbone
     from harness.features import prepare_backbone
@@ -643,6 +696,8 @@ def bench_extraction(size: PerfSize, device: torch.device, cache: Path, log) -> 
             rows.extend(_resident_rates(name, backbone, vids, frames, device, precisions, log))
             rows.extend(_on_device_rates(name, backbone, vids, frames, worker_counts[-1], device, precisions, first, rows, log))
         del backbone
+    if size.loader_clips:
+        rows.extend(_loader_rates(size, device, cache, log))
     tiny = [r for r in rows if r["backbone"] == "tiny3d" and isinstance(r["workers"], int)]  # the CPU-decoding loader runs
     base = tiny[0]["clips_per_s"]
     most = tiny[-1]  # the most workers against none (below 1: the workers cost more than they bring)
@@ -773,7 +828,7 @@ def _table(result: dict):
                 table.add_row(f"extraction {r['backbone']} {r['clip']} {r['precision']}, {r['workers']}", f"{r['clips_per_s']:.1f} clips/s ({r['clips']} clips)", mem,
                               f"{r['of_resident']:.2f}x of resident ({'holds' if r['target_holds'] else 'missed'})", close)
                 continue
-            table.add_row(f"extraction {r['backbone']} {r['clip']} {r['precision']}, {r['workers']} workers", f"{r['clips_per_s']:.1f} clips/s ({r['clips']} clips)", mem, "", "yes" if r["workers"] not in (0, "resident") else "")
+            table.add_row(f"extraction {r['backbone']} {r['clip']} {r['precision']}, {r['workers']} workers", f"{r['clips_per_s']:.1f} clips/s ({r['clips']} clips)", mem, "", "yes" if r["workers"] not in (0, "resident") and r["backbone"] != LOADER_ALONE else "")
     for run, q in result.get("quickstart", {}).items():
         where = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in q["phases_s"].items() if seconds >= 0.05)
         table.add_row(f"quickstart, {run}", f"{q['seconds']:.1f} s (target under {q['target_s']:.0f} s: {'holds' if q['target_holds'] else 'missed'})", where, "", "")

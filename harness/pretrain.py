@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from harness.data.clips import clip_loader
+from harness.data.loader import clip_loader
 from harness.data.index import VideoIndex
 from harness.files import atomic_write_bytes
 from harness.protocol import FramesSpec, canonical_json, frames_key

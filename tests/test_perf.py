@@ -14,7 +14,7 @@ import torch
 import methods
 from harness.episodes import EpisodeSet
 from harness.evaluate import embed_pool, evaluate
-from harness.perf import _fake_index, cmd_perf
+from harness.perf import LOADER_ALONE, _fake_index, cmd_perf
 
 # tiny stand-ins for the real feature shapes (C = 2048 there)
 TINY_SHAPES = {"protonet": (32, 1, 1, 1), "otam": (32, 4, 1, 1), "trx": (32, 4, 1, 1), "staf": (32, 1, 3, 3)}
@@ -73,6 +73,8 @@ def test_cmd_perf_tiny(tmp_path, capsys):
     assert all(m["cores_own"] > 0 for m in result["machine"].values())
     assert all(h["predictions_identical"] for h in result["heads"]["heads"].values())
     assert result["heads"]["target_holds"] is None  # tiny feature sizes: the 60 s target does not apply
+    alone = [r for r in result["extraction"]["runs"] if r["backbone"] == LOADER_ALONE]  # at the real clip size
+    assert [r["workers"] for r in alone] == [0] and alone[0]["clip"].startswith("16 x 224 x 224") and alone[0]["clips_per_s"] > 0
 
 
 @pytest.mark.parametrize("name", sorted(TINY_SHAPES))

