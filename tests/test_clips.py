@@ -51,3 +51,11 @@ def test_the_loaders_batches_are_the_clips_in_order_bit_for_bit(tiny_root, worke
     assert [len(p) for p, _ in batches] == [3, 3, 1]  # the last one short
     assert torch.cat([p for p, _ in batches]).tolist() == list(range(7))
     assert torch.equal(torch.cat([c for _, c in batches]), torch.stack([load_clip(v, spec) for v in videos]))
+
+
+def test_clips_of_one_size_made_together_are_each_the_clip_made_alone():
+    spec = SPECS[1]
+    clips = torch.randint(0, 256, (4, spec.count, 3, 30, 41), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    together = preprocess(clips, spec)  # [B, T, 3, H, W] -> [B, 3, T, crop, crop]
+    assert together.shape == (4, 3, spec.count, spec.crop, spec.crop) and together.is_contiguous()
+    assert torch.equal(together, torch.stack([formula(c, spec) for c in clips]))

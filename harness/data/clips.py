@@ -23,8 +23,9 @@ def read_frames(video: Video, indices: np.ndarray) -> torch.Tensor:
 
 
 def preprocess(frames: torch.Tensor, spec: FramesSpec, out: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 [T, 3, H, W] -> float [3, T, crop, crop]: short side to `resize`, centre crop, scale to [0, 1], normalise;
-    written into `out` (a clip's place in a batch) when given."""
+    """uint8 [..., T, 3, H, W] -> float [..., 3, T, crop, crop]: short side to `resize`, centre crop, scale to [0, 1],
+    normalise; written into `out` (a clip's place in a batch) when given. Leading dimensions (clips of one frame
+    size) are computed as one batch of frames: each clip's pixels are those it has alone."""
     TF = _transforms()
     x = TF.resize(frames, [spec.resize], antialias=True)
     return _normalise(TF.center_crop(x, [spec.crop, spec.crop]), spec, out)
@@ -121,5 +122,5 @@ def decode_clips(clips: list[EncodedClip], spec: FramesSpec, device: torch.devic
             images = [next(decoded) for _ in c.blobs] if together is not None else decode_frames(c.blobs, c.video, device)
             frames.append(stack_frames(images, c.video, c.where))
     if len({f.shape for f in frames}) == 1:
-        return preprocess(torch.stack(frames).flatten(0, 1), spec).view(3, len(frames), spec.count, spec.crop, spec.crop).transpose(0, 1).contiguous()
+        return preprocess(torch.stack(frames), spec)  # [B, T, 3, H, W] -> [B, 3, T, crop, crop], all clips in one call
     return torch.stack([preprocess(f, spec) for f in frames])
