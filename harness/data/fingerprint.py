@@ -24,10 +24,10 @@ covered (the same holds for the backbone's code): both are recorded in a run's s
 
 Cost: the frames of one clip read once more (the loader reads the same files): one stat, open, read and close
 a frame. On 16 JPEG frames of 64x64 in the page cache (the quickstart's and `bench.py perf`'s data) that is
-about 0.2 ms a video: 0.26 s for perf's 1,292 videos. Within one process a fingerprint is remembered and served after a check of the files it read
-(their size, modification and change times, device and inode: about 0.17 ms a video); inside a
-`checked_once()` block (the quickstart's steps, which read the same splits many times and edit nothing) that
-check is made once per video. Nothing is kept across processes.
+about 0.2 ms a video: 0.26 s for perf's 1,292 videos. Within one process a fingerprint is remembered and served
+after a check of the files it read (their size, modification and change times, device and inode: about 0.17 ms
+a video); inside a `checked_once()` block (the quickstart's steps, which read the same splits many times and edit
+nothing) that check is made once per video. Nothing is kept across processes.
 """
 from __future__ import annotations
 
