@@ -638,6 +638,7 @@ def _loader_rates(size: PerfSize, device: torch.device, cache: Path, log) -> lis
     from harness.protocol import FramesSpec
 
     videos = _real_size_videos(cache, size.loader_clips)
+    os.sync()  # frames just written are on disk, not being written back while they are read
     frames = FramesSpec(count=LOADER_FRAMES["count"], resize=LOADER_FRAMES["resize"], crop=LOADER_FRAMES["crop"])
     ways = [(w, False) for w in size.workers]
     if device.type == "cuda":
@@ -665,7 +666,7 @@ def bench_extraction(size: PerfSize, device: torch.device, cache: Path, log) -> 
     with tempfile.TemporaryDirectory(prefix="fsv-perf-") as tmp:
         index, _ = _synthetic_pool(cache, size, Path(tmp))
     videos = index.videos[: size.extract_clips]
-    rows = []
+    rows = _loader_rates(size, device, cache, log) if size.loader_clips else []  # first: before the backbones' memory
     # (backbone, clip, videos, worker counts, precisions); the synthetic videos have 16 frames of 64 x 64,
     # resized to the clip size; on a GPU r3d50 runs at the real clip size, 16 x 224 x 224, fp32 and bf16
     runs = [("tiny3d", FramesSpec(count=16, resize=64, crop=64), videos, size.workers, ("fp32",))]
@@ -696,8 +697,6 @@ def bench_extraction(size: PerfSize, device: torch.device, cache: Path, log) -> 
             rows.extend(_resident_rates(name, backbone, vids, frames, device, precisions, log))
             rows.extend(_on_device_rates(name, backbone, vids, frames, worker_counts[-1], device, precisions, first, rows, log))
         del backbone
-    if size.loader_clips:
-        rows.extend(_loader_rates(size, device, cache, log))
     tiny = [r for r in rows if r["backbone"] == "tiny3d" and isinstance(r["workers"], int)]  # the CPU-decoding loader runs
     base = tiny[0]["clips_per_s"]
     most = tiny[-1]  # the most workers against none (below 1: the workers cost more than they bring)
