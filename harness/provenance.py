@@ -6,8 +6,9 @@ A result is reused only when the code that computes it is the code that computed
                     or of `methods`, that those import (transitively), plus harness/evaluate.py, which
                     gathers episodes and scores them;
     backbone code   the source of the module registering the backbone and the `harness.backbones` modules it
-                    imports, the modules that turn frames into clips (harness.data.clips and .sources), the
-                    functions that run the backbone on a clip, and the torch and torchvision versions (their
+                    imports, the modules that turn frames into clips (harness.data.clips and .sources; not the
+                    batching and worker processes around them, harness.data.loader, which compute no pixel),
+                    the functions that run the backbone on a clip, and the torch and torchvision versions (their
                     kernels and layers decide the features' bits);
     git             the commit and whether the checkout has uncommitted changes, when the harness runs from a
                     git checkout: provenance for a reader. It is not part of any cache key: a key made of it
