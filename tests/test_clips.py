@@ -59,3 +59,13 @@ def test_clips_of_one_size_made_together_are_each_the_clip_made_alone():
     together = preprocess(clips, spec)  # [B, T, 3, H, W] -> [B, 3, T, crop, crop]
     assert together.shape == (4, 3, spec.count, spec.crop, spec.crop) and together.is_contiguous()
     assert torch.equal(together, torch.stack([formula(c, spec) for c in clips]))
+
+
+@pytest.mark.parametrize("module, rekeys", [("harness.data.clips", True), ("harness.data.sources", True), ("harness.data.loader", False)])
+def test_the_code_that_makes_pixels_keys_the_features_and_the_batching_does_not(monkeypatch, module, rekeys):
+    import harness.provenance as provenance
+
+    before = provenance.backbone_code_sha256.__wrapped__("tiny3d")
+    real = provenance._module_source
+    monkeypatch.setattr(provenance, "_module_source", lambda name: real(name) + b"\n# an edit\n" if name == module else real(name))
+    assert (provenance.backbone_code_sha256.__wrapped__("tiny3d") != before) == rekeys
