@@ -69,6 +69,7 @@ def test_cmd_perf_tiny(tmp_path, capsys):
     assert e2e["predictions_identical"] and e2e["per_episode"]["extrapolated"]
     assert len(e2e["rounds"]) == 2 and e2e["ratio_range"][0] <= e2e["ratio"] <= e2e["ratio_range"][1]
     assert e2e["target_holds"] is None  # tiny sizes: the 50x target does not apply
+    assert e2e["disk_before"]["file_creation_ms"] > 0 and e2e["disk_before"]["waited_for_the_disk_s"] == 0  # tiny: no wait
     assert set(result["machine"]) == {"end_to_end", "heads", "extraction"}
     assert all(m["cores_own"] > 0 for m in result["machine"].values())
     assert all(h["predictions_identical"] for h in result["heads"]["heads"].values())
@@ -118,3 +119,19 @@ def test_every_end_to_end_round_fingerprints_its_videos_as_a_first_run(tmp_path,
     result = bench_end_to_end(SIZES["tiny"], torch.device("cpu"), tmp_path, 0, lambda m: None)
     assert len(result["rounds"]) == 2
     assert len(read) == 2 * result["pool_videos"] and len(set(read)) == result["pool_videos"]
+
+
+def test_the_end_to_end_waits_for_a_busy_disk_and_says_so(tmp_path, monkeypatch):
+    """File creation slow after earlier work (many deletions) would time the disk's past: perf waits, and records it."""
+    import harness.perf as perf
+
+    assert 0 < perf.file_creation_ms(tmp_path, n=8) and list(tmp_path.iterdir()) == []  # its files are removed
+    probes, slept, said = iter([0.9, 0.8, 0.06]), [], []
+    monkeypatch.setattr(perf, "file_creation_ms", lambda folder: next(probes))
+    monkeypatch.setattr(perf.time, "sleep", slept.append)
+    record = {}
+    perf.wait_for_a_quiet_disk(tmp_path, record, said.append, 60.0)
+    assert len(slept) == 2 and record["file_creation_ms"] == 0.06
+    monkeypatch.setattr(perf, "file_creation_ms", lambda folder: 0.9)
+    perf.wait_for_a_quiet_disk(tmp_path, record := {}, said.append, 0.0)
+    assert record["file_creation_ms"] == 0.9 and "time a busy disk" in said[-1]
