@@ -69,7 +69,7 @@ def test_cmd_perf_tiny(tmp_path, capsys):
     assert e2e["predictions_identical"] and e2e["per_episode"]["extrapolated"]
     assert len(e2e["rounds"]) == 2 and e2e["ratio_range"][0] <= e2e["ratio"] <= e2e["ratio_range"][1]
     assert e2e["target_holds"] is None  # tiny sizes: the 50x target does not apply
-    assert e2e["disk_before"]["file_creation_ms"] > 0 and e2e["disk_before"]["waited_for_the_disk_s"] == 0  # tiny: no wait
+    assert e2e["disk_before"]["file_creation_ms"] > 0 and e2e["disk_before"]["waited_for_the_disk_s"] < 1  # tiny: no wait, one probe
     assert set(result["machine"]) == {"end_to_end", "heads", "extraction"}
     assert all(m["cores_own"] > 0 for m in result["machine"].values())
     assert all(h["predictions_identical"] for h in result["heads"]["heads"].values())
