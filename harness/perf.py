@@ -227,17 +227,19 @@ def machine_during(record: dict):
 #: file creation this slow (ms a file) means the disk is still busy with earlier work (quiet: 0.05-0.07 ms here)
 DISK_BUSY_MS = 0.25
 def file_creation_ms(folder: Path, n: int = 64) -> float:
-    """Milliseconds to create, write (16 KB), and rename one file in `folder`, as the feature store does, averaged
-    over `n` files (removed after)."""
+    """Milliseconds to create, write (16 KB) and rename one file in `folder`, laid out as the feature store lays
+    out its entries (videos/<2 hex digits>/), averaged over `n` files (removed after)."""
     probe = Path(tempfile.mkdtemp(prefix=".fsv-disk-probe-", dir=folder))
     data = bytes(16 << 10)
     try:
         t = time.perf_counter()
         for i in range(n):
-            fd, tmp = tempfile.mkstemp(dir=probe)
+            where = probe / "videos" / f"{i % 16:02x}"
+            where.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=where)
             os.write(fd, data)
             os.close(fd)
-            os.replace(tmp, probe / f"{i}.npy")
+            os.replace(tmp, where / f"{i}.npy")
         return (time.perf_counter() - t) / n * 1000
     finally:
         shutil.rmtree(probe, ignore_errors=True)
@@ -245,9 +247,10 @@ def file_creation_ms(folder: Path, n: int = 64) -> float:
 
 def wait_for_a_quiet_disk(folder: Path, record: dict, log, most_s: float) -> None:
     """Wait (at most `most_s` seconds) until creating a file in `folder` is quick again, and record how long it
-    took then and how long perf waited. On this machine (ext4 mounted with `discard`) creating a file cost
-    0.99 ms right after 20,000 files had been deleted, and 0.07 ms 20 s later: a store written in such a moment
-    times the disk's past, not the harness."""
+    took then and how long perf waited. This machine's disk is ext4 without a journal, where a new file skips the
+    inodes freed in the last 30 s or so (the kernel's `recently_deleted` check, seen with `perf record`): right
+    after 20,000 files had been deleted creating one took 0.99 ms, 20 s later 0.07 ms. A store written in such a
+    moment times the disk's past, not the harness."""
     t = time.perf_counter()
     while (ms := file_creation_ms(folder)) > DISK_BUSY_MS and time.perf_counter() - t < most_s:
         time.sleep(2.0)
