@@ -226,6 +226,8 @@ def machine_during(record: dict):
 
 #: file creation this slow (ms a file) means the disk is still busy with earlier work (quiet: 0.05-0.07 ms here)
 DISK_BUSY_MS = 0.25
+
+
 def file_creation_ms(folder: Path, n: int = 64) -> float:
     """Milliseconds to create, write (16 KB) and rename one file in `folder`, laid out as the feature store lays
     out its entries (videos/<2 hex digits>/), averaged over `n` files (removed after)."""
@@ -662,7 +664,7 @@ def _real_size_videos(cache: Path, n: int) -> list:
     videos, g = [], torch.Generator().manual_seed(0)
     for v in range(n):
         folder = cache / f"jpeg-{width}x{height}" / "c" / f"v{v:03d}"
-        base = torch.randint(0, 256, (1, 3, height // 8, width // 8), generator=g, dtype=torch.uint8).float()  # drawn whatever is on disk
+        base = torch.randint(0, 256, (1, 3, height // 8, width // 8), generator=g, dtype=torch.uint8).float()  # drawn for every video: none depends on what is on disk
         if not (folder / f"{LOADER_FRAMES['count'] - 1:05d}.jpg").is_file():
             folder.mkdir(parents=True, exist_ok=True)
             image = torch.nn.functional.interpolate(base, size=(height, width), mode="bilinear")[0].to(torch.uint8)
