@@ -9,7 +9,10 @@ Files are .npy loaded with allow_pickle=False: nothing in the store can execute 
 keyed by its name ('class/video', as the split file writes it) and its content fingerprint
 (`harness.data.fingerprint`: the bytes of the frames the loader decodes, never a path or a modification
 time). A moved or copied data root, a moved data home, or a store shared between machines finds every entry;
-a frame overwritten in place embeds that video anew, and only it. A pack is keyed by the entry keys of its list.
+a frame overwritten in place embeds that video anew, and only it. An entry is written under the fingerprint of
+the very bytes its clip was decoded from (the loader hashes what it reads): a video whose frames changed after it
+was looked up is stored as what was embedded, with a warning, never under its old content's key. A store with no
+entry yet looks nothing up, so a first run reads each frame once. A pack is keyed by the entry keys of its list.
 `renew` (used by --recompute) embeds the videos of a list anew, once per process.
 
 Every entry and pack ends with a SHA-256 trailer (harness.files, written in the same atomic rename as the
@@ -32,7 +35,7 @@ import torch
 
 from harness.console import warn
 from harness.data.loader import clip_batches
-from harness.data.fingerprint import video_fingerprint
+from harness.data.fingerprint import remember, video_fingerprint
 from harness.data.index import Video
 from harness.errors import HarnessError
 from harness.files import DamagedFile, atomic_write_checksummed, atomic_write_json, read_checksummed, verify_checksummed
@@ -58,8 +61,12 @@ _RENEWED: set[tuple[Path, str]] = set()
 
 def video_entry_key(video: Video, frames: FramesSpec) -> str:
     """40 hex digits naming a video's entry: its 'class/video' name and content fingerprint (no path, no time)."""
-    ident = f"{video.key}\0{video_fingerprint(video, frames)}"
-    return hashlib.sha256(ident.encode()).hexdigest()[:40]
+    return entry_key(video, video_fingerprint(video, frames))
+
+
+def entry_key(video: Video, fingerprint: str) -> str:
+    """The entry key of `video` with content `fingerprint`."""
+    return hashlib.sha256(f"{video.key}\0{fingerprint}".encode()).hexdigest()[:40]
 
 
 def prepare_backbone(backbone: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -157,7 +164,11 @@ class FeatureStore:
         return True
 
     def missing(self, videos: list[Video]) -> list[Video]:
-        """The videos without a good entry (a damaged one is deleted and counted as missing)."""
+        """The videos without a good entry (a damaged one is deleted and counted as missing). In a store with no
+        entry at all every video is missing, and none is fingerprinted to find that out: `extract` keys each by
+        the bytes it embeds."""
+        if not (self.dir / "videos").is_dir():
+            return list(videos)
         keys = self._entry_keys(videos)
         if videos and self._pack_ok(self._pack_path(keys)):
             return []  # a good pack holds them all
@@ -195,37 +206,52 @@ class FeatureStore:
         todo = self.missing(videos)
         if not todo:
             return 0
-        keys = self._entry_keys(todo)
         if not (self.dir / "meta.json").is_file():
             atomic_write_json(self.dir / "meta.json", self.meta)
         prepare_backbone(backbone, device)
         pending = None  # the last batch: from a GPU its maps are on their way to the host while the next one is computed
-        for positions, clips in clip_batches(todo, self.frames, batch_size, workers, device, on_device=self.pixels == DEVICE_PIXELS):
+        batches = clip_batches(todo, self.frames, batch_size, workers, device, on_device=self.pixels == DEVICE_PIXELS, fingerprints=True)
+        for positions, clips, read in batches:
+            keys = self._read_keys([todo[p] for p in positions.tolist()], read)
             # always a full batch (a short one padded with copies of its last clip): the low bits of a backbone's
             # output can depend on the batch size (on a CPU a single clip takes other kernels), and an entry must
             # not depend on which videos a stopped, resumed or sharded extraction embeds beside it
             padded = torch.cat([clips, clips[-1:].expand(batch_size - len(clips), *clips.shape[1:])]) if len(clips) < batch_size else clips
             maps, copied = _to_host(embed_clips(backbone, padded, device, self.precision)[: len(clips)])  # [B, C, T', H', W']
             if pending is not None:
-                self._write_entries(todo, keys, *pending, progress)
-            pending = (positions, maps, copied)
+                self._write_entries(todo, *pending, progress)
+            pending = (positions, keys, maps, copied)
         if pending is not None:
-            self._write_entries(todo, keys, *pending, progress)
+            self._write_entries(todo, *pending, progress)
         return len(todo)
 
-    def _write_entries(self, todo: list[Video], keys: list[str], positions: torch.Tensor, maps: torch.Tensor, copied, progress) -> None:
-        """Store the maps of one batch (positions into `todo`), each checked finite; `copied`: the event of
-        their copy from the GPU (None on the CPU)."""
+    def _read_keys(self, videos: list[Video], read: list[tuple[tuple, str]]) -> list[str]:
+        """The entry keys of videos from the fingerprints of the bytes their clips were made from (`read`: the
+        loader's (stamp, fingerprint) per clip), remembered for this store and process. A video whose frames
+        changed since `missing` fingerprinted it is keyed by what was embedded, and said so."""
+        keys = []
+        for video, (stamp, fingerprint) in zip(videos, read):
+            remember(video, self.frames, stamp, fingerprint)
+            key = entry_key(video, fingerprint)
+            if self._keys.get(video, key) != key:
+                warn(f"feature cache: the frames of video {video.key} changed while it was being embedded; its features are those of the frames read then ({video.path})")
+            self._keys[video] = key
+            keys.append(key)
+        return keys
+
+    def _write_entries(self, todo: list[Video], positions: torch.Tensor, keys: list[str], maps: torch.Tensor, copied, progress) -> None:
+        """Store the maps of one batch (positions into `todo`, their entry `keys`), each checked finite; `copied`:
+        the event of their copy from the GPU (None on the CPU)."""
         if copied is not None:
             copied.synchronize()
-        for p, m in zip(positions.tolist(), maps.numpy()):
+        for p, key, m in zip(positions.tolist(), keys, maps.numpy()):
             if not np.isfinite(m).all():
                 raise HarnessError(
                     f"the backbone gave NaN or Inf features for video {todo[p].key}",
                     where=str(todo[p].path),
                     fix="check the weights file (a diverged or damaged one gives NaN) and the video's frames; nothing was cached for it",
                 )
-            atomic_save_npy_checksummed(self._entry_path(keys[p]), m)
+            atomic_save_npy_checksummed(self._entry_path(key), m)
         if progress:
             progress(len(positions))
 

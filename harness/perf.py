@@ -363,6 +363,7 @@ def bench_end_to_end(size: PerfSize, device: torch.device, cache: Path, workers:
 def _harness_pass(index, frames, backbone, size: PerfSize, device: torch.device, workers: int, home: Path) -> tuple[dict, np.ndarray, object]:
     """The harness: every video once through a new feature store in `home`, then the episodes scored batched.
     Returns (seconds by part, predictions [E, Q], the head)."""
+    import harness.data.loader as loader_module
     import harness.features as features_module
     import methods
     from harness.data.fingerprint import forget_remembered
@@ -373,17 +374,21 @@ def _harness_pass(index, frames, backbone, size: PerfSize, device: torch.device,
     episodes = EpisodeSet(index, 5, 1, 1, size.e2e_episodes, 0)  # new: its episodes are sampled in the timed part
     timed = _Timed(backbone)
     store = features_module.FeatureStore(home, "tiny3d", "random-seed-0", frames)
-    # the store's writes and the videos' content fingerprints (their frames read once more), timed apart from decoding
+    # the store's writes and the videos' content fingerprints (in a new store, made from the bytes the loader reads
+    # for decoding: their files' stamps and hashing), timed apart from decoding
     parts = {"fingerprint": 0.0, "write": 0.0}
-    save, entry_key = features_module.atomic_save_npy_checksummed, features_module.video_entry_key
+    timed_parts = [(features_module, "atomic_save_npy_checksummed", "write"), (features_module, "video_entry_key", "fingerprint"),
+                   (loader_module, "video_stamp", "fingerprint"), (loader_module, "fingerprint_of_read", "fingerprint")]
+    real = [getattr(module, name) for module, name, _ in timed_parts]
     _sync(device)
     t0 = time.perf_counter()
-    features_module.atomic_save_npy_checksummed = _adding_seconds(save, parts, "write")
-    features_module.video_entry_key = _adding_seconds(entry_key, parts, "fingerprint")
+    for (module, name, part), function in zip(timed_parts, real):
+        setattr(module, name, _adding_seconds(function, parts, part))
     try:
         store.extract(index.videos, timed, device, 16, workers)
     finally:
-        features_module.atomic_save_npy_checksummed, features_module.video_entry_key = save, entry_key
+        for (module, name, _), function in zip(timed_parts, real):
+            setattr(module, name, function)
     _sync(device)
     extract_s = time.perf_counter() - t0
     maps = store.load(index.videos)

@@ -111,14 +111,19 @@ def test_machine_during_counts_a_busy_process_outside_perf_as_other_load():
 def test_every_end_to_end_round_fingerprints_its_videos_as_a_first_run(tmp_path, monkeypatch):
     """A later round must not be served the fingerprints of the first: it would time less work than a run does."""
     import harness.data.fingerprint as fingerprint
+    import harness.data.loader as loader
+    import harness.features as features
     from harness.perf import SIZES, bench_end_to_end
 
-    read = []
-    real = fingerprint._frames_fingerprint
-    monkeypatch.setattr(fingerprint, "_frames_fingerprint", lambda video, *rest: read.append(video.key) or real(video, *rest))
+    read, looked_up = [], []
+    real = fingerprint.fingerprint_of_read  # a new store: each video fingerprinted from the bytes it is embedded from
+    monkeypatch.setattr(loader, "fingerprint_of_read", lambda video, *rest: read.append(video.key) or real(video, *rest))
+    real_lookup = features.video_fingerprint  # a lookup of an entry: none in a new store
+    monkeypatch.setattr(features, "video_fingerprint", lambda video, *rest: looked_up.append(video.key) or real_lookup(video, *rest))
     result = bench_end_to_end(SIZES["tiny"], torch.device("cpu"), tmp_path, 0, lambda m: None)
     assert len(result["rounds"]) == 2
     assert len(read) == 2 * result["pool_videos"] and len(set(read)) == result["pool_videos"]
+    assert looked_up == [] and result["harness"]["fingerprint_s"] > 0
 
 
 def test_the_end_to_end_waits_for_a_busy_disk_and_says_so(tmp_path, monkeypatch):

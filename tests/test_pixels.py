@@ -4,6 +4,7 @@ features; the device way has a feature-store key of its own, since on a GPU nvJP
 from __future__ import annotations
 
 import io
+import shutil
 
 import numpy as np
 import pytest
@@ -136,3 +137,70 @@ def test_on_a_gpu_device_decoded_features_are_close_to_the_cpus(tmp_path, mixed_
     encoded = [read_encoded_clip(v, SPEC) for v in videos]
     pixels = decode_clips(encoded, SPEC, gpu).cpu()
     assert (pixels - torch.stack([load_clip(v, SPEC) for v in videos])).abs().max().item() <= 3 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_new_store_keys_each_video_by_the_bytes_it_embeds_as_a_lookup_would(tmp_path, mixed_root, workers, monkeypatch):
+    """In a store with no entry the videos are not fingerprinted first: each is keyed from the bytes its clip was
+    decoded from. Those keys, and the features, are the ones a store that looks its videos up first finds, for
+    every kind of video; and the fingerprints are remembered, so the run's data fingerprint reads nothing again."""
+    import harness.data.fingerprint as fingerprint
+    import harness.features as features
+
+    index, zipped = mixed_root
+    videos = [v for v in index.videos + zipped.videos if v.video_id != "b"]  # one frame size: one batch
+    torch.manual_seed(0)
+    backbone = create_backbone("tiny3d")
+    fingerprint.forget_remembered()
+    looked_up = []
+    real = features.video_fingerprint
+    monkeypatch.setattr(features, "video_fingerprint", lambda video, frames: looked_up.append(video.key) or real(video, frames))
+    new = FeatureStore(tmp_path / "new", "tiny3d", "w", SPEC)
+    assert new.extract(videos, backbone, torch.device("cpu"), 4, workers) == len(videos)
+    assert looked_up == []
+    hashed = []
+    real_hash = fingerprint._frames_fingerprint
+    monkeypatch.setattr(fingerprint, "_frames_fingerprint", lambda *a: hashed.append(a[0].key) or real_hash(*a))
+    from harness.data.fingerprint import index_fingerprint
+
+    index_fingerprint(index, SPEC)  # remembered from the extraction: checked by their stamps, not read again
+    assert hashed == [index.videos[1].key]  # the one video not embedded
+    fingerprint.forget_remembered()
+    looked = FeatureStore(tmp_path / "looked", "tiny3d", "w", SPEC)
+    (looked.dir / "videos").mkdir(parents=True)  # not new: every video is looked up (fingerprinted) first
+    assert looked.extract(videos, backbone, torch.device("cpu"), 4, workers) == len(videos)
+    assert [looked._entry_keys([v])[0] for v in videos] == [new._entry_keys([v])[0] for v in videos]
+    assert sorted(p.name for p in (new.dir / "videos").rglob("*.npy")) == sorted(p.name for p in (looked.dir / "videos").rglob("*.npy"))
+    assert torch.equal(new.load(videos), looked.load(videos))
+
+
+def test_a_video_changed_between_its_lookup_and_its_embedding_is_keyed_by_what_was_embedded(tmp_path, mixed_root, monkeypatch, capsys):
+    import harness.features as features
+    from harness.data.fingerprint import forget_remembered
+    from harness.features import video_entry_key
+
+    index, _ = mixed_root
+    root = tmp_path / "root"
+    shutil.copytree(index.videos[0].path.parent, root / "cls")
+    videos = build_index(root, split_file(tmp_path / "list.txt", ["cls/a", "cls/png"]), "test", min_frames=8).videos
+    store = FeatureStore(tmp_path / "home", "tiny3d", "w", SPEC)
+    (store.dir / "videos").mkdir(parents=True)
+    torch.manual_seed(0)
+    backbone = create_backbone("tiny3d")
+    looked_up = store._entry_keys(videos)  # the keys `missing` finds; then a frame of video a is replaced
+    frame = sorted(videos[0].path.iterdir())[0]
+    frame.write_bytes(sorted(videos[0].path.iterdir())[-1].read_bytes())
+    store.extract(videos, backbone, torch.device("cpu"), 4, 0)
+    assert f"the frames of video {videos[0].key} changed while it was being embedded" in capsys.readouterr().err
+    forget_remembered()
+    now = [video_entry_key(v, SPEC) for v in videos]
+    assert now[0] != looked_up[0] and now[1] == looked_up[1]
+    assert store._entry_keys(videos) == now and store._entry_path(now[0]).is_file() and not store._entry_path(looked_up[0]).is_file()
+    assert torch.equal(store.load(videos)[0], embed_alone(backbone, videos[0]))
+
+
+def embed_alone(backbone, video):
+    from harness.features import embed_clips
+
+    clips = torch.stack([load_clip(video, SPEC)] * 4)  # the store's batch of 4, padded with copies
+    return embed_clips(backbone.eval(), clips, torch.device("cpu"))[0]

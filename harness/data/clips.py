@@ -105,6 +105,15 @@ def read_encoded_clip(video: Video, spec: FramesSpec) -> EncodedClip:
     return EncodedClip(video, source.where, blobs, source.read(indices) if blobs is None else None)
 
 
+def decode_clip(clip: EncodedClip, spec: FramesSpec, out: torch.Tensor | None = None) -> torch.Tensor:
+    """float [3, T, crop, crop] of one encoded clip on the CPU (written into `out` if given): the very calls of
+    `load_clip` on the bytes it read, so the same pixels."""
+    from harness.data.sources import decode_frames, stack_frames
+
+    frames = clip.frames if clip.blobs is None else stack_frames(decode_frames(clip.blobs, clip.video), clip.video, clip.where)
+    return preprocess(frames, spec, out)
+
+
 def decode_clips(clips: list[EncodedClip], spec: FramesSpec, device: torch.device) -> torch.Tensor:
     """float [B, 3, T, crop, crop] on `device` from encoded clips: every JPEG frame of the batch decoded in one
     call there (harness.data.sources.decode_jpegs), then resized, cropped and normalised there, all clips of one

@@ -88,30 +88,69 @@ def video_fingerprint(video: Video, frames: FramesSpec) -> str:
     for a frame folder or zip member, 'file:<frame count>:<bytes>:<SHA-256 hex>:<rule>' for a video file, where
     <rule> is the decoding rule's name (`harness.data.sources.DECODING`). Raises
     HarnessError when the video cannot be read or its frame count changed since it was indexed."""
-    if video.kind not in (FRAMES, ZIP, FILE):
-        raise HarnessError(f"video {video.key} has an unknown kind '{video.kind}'")
-    positions = read_positions(video, frames) if video.kind != FILE else ()
-    key = (os.fspath(video.path), video.member, video.kind, video.n_frames, positions)
+    key = _memo_key(video, frames)
     if _CHECKED is not None and key in _CHECKED:
         return _VIDEOS[key][1]
-    try:
-        stamp = _stamp(video, positions)
+    with _unreadable_as_error(video):
+        stamp = _stamp(video, key[-1])
         held = _VIDEOS.get(key)
         if held is not None and held[0] == stamp:
             if _CHECKED is not None:
                 _CHECKED.add(key)
             return held[1]
-        value = _file_fingerprint(video) if video.kind == FILE else _frames_fingerprint(video, positions, stamp)
+        value = _file_fingerprint(video) if video.kind == FILE else _frames_fingerprint(video, key[-1], stamp)
+    _VIDEOS[key] = (stamp, value)
+    if _CHECKED is not None:
+        _CHECKED.add(key)
+    return value
+
+
+# ------------------------------------------------------------------- from the bytes a clip was decoded from
+
+
+def video_stamp(video: Video, frames: FramesSpec) -> tuple:
+    """The stamp of the files a clip of `video` reads (see `_stamp`), taken before they are read: a fingerprint
+    made from what is read next and remembered under this stamp is checked against the files as they are then."""
+    key = _memo_key(video, frames)
+    with _unreadable_as_error(video):
+        return _stamp(video, key[-1])
+
+
+def fingerprint_of_read(video: Video, frames: FramesSpec, blobs: list[tuple[str, bytes]] | None) -> str:
+    """The fingerprint `video_fingerprint` gives, made from the frames a clip read: `blobs`, the (name, bytes) of
+    the frames at the clip's indices in clip order (`harness.data.clips.read_encoded_clip`); for a video file
+    (no blobs) the file is hashed. So a feature is keyed by the very bytes it was computed from."""
+    if video.kind == FILE:
+        with _unreadable_as_error(video):
+            return _file_fingerprint(video)
+    by_position = dict(zip(uniform_indices(video.n_frames, frames.count).tolist(), (data for _, data in blobs)))
+    return _hashed_frames(video, (by_position[i] for i in read_positions(video, frames)))
+
+
+def remember(video: Video, frames: FramesSpec, stamp: tuple, value: str) -> None:
+    """Serve `value` as the video's fingerprint in this process while its files keep `stamp` (`video_stamp`,
+    taken before the bytes `value` was made from were read)."""
+    _VIDEOS[_memo_key(video, frames)] = (stamp, value)
+
+
+def _memo_key(video: Video, frames: FramesSpec) -> tuple:
+    """(path, zip member, kind, frame count, positions read): a video's key in `_VIDEOS`; its last item the positions."""
+    if video.kind not in (FRAMES, ZIP, FILE):
+        raise HarnessError(f"video {video.key} has an unknown kind '{video.kind}'")
+    positions = read_positions(video, frames) if video.kind != FILE else ()
+    return (os.fspath(video.path), video.member, video.kind, video.n_frames, positions)
+
+
+@contextlib.contextmanager
+def _unreadable_as_error(video: Video):
+    try:
+        yield
     except OSError as e:
         raise HarnessError(
             f"video {video.key} cannot be read: {e.strerror or e}",
             where=str(video.path),
             fix="make its files readable again (check their permissions and the disk), or leave the video out of the split file",
         ) from None
-    _VIDEOS[key] = (stamp, value)
-    if _CHECKED is not None:
-        _CHECKED.add(key)
-    return value
 
 
 def index_fingerprint(index: VideoIndex, frames: FramesSpec) -> str:
@@ -179,6 +218,11 @@ def _frames_fingerprint(video: Video, positions: tuple[int, ...], stamp: tuple) 
     else:
         names = _frame_names(video)
         frames = (_read_member(video, names[i]) for i in positions)
+    return _hashed_frames(video, frames)
+
+
+def _hashed_frames(video: Video, frames) -> str:
+    """'frames:<frame count>:<SHA-256 of the frames' bytes, each length-prefixed, in position order>:<rule>'."""
     h = hashlib.sha256()
     for data in frames:
         h.update(len(data).to_bytes(8, "little") + data)

@@ -10,7 +10,8 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from harness.data.clips import decode_clips, load_clip, load_decoders, read_encoded_clip
+from harness.data.clips import decode_clip, decode_clips, load_clip, load_decoders, read_encoded_clip
+from harness.data.fingerprint import fingerprint_of_read, video_stamp
 from harness.data.index import Video
 from harness.errors import HarnessError
 from harness.protocol import FramesSpec
@@ -19,10 +20,11 @@ from harness.protocol import FramesSpec
 class ClipDataset(Dataset):
     """(position, clip) for a list of videos; the position lets a sharded loader put results back in order.
     A batch is made whole by `__getitems__`: every clip written into its place in one tensor. `encoded`: the clip
-    is an `EncodedClip`, decoded by the caller (`decode_clips`)."""
+    is an `EncodedClip`, decoded by the caller (`decode_clips`). `fingerprints`: each batch also carries, per
+    clip, (stamp, fingerprint) of the very bytes it was made from (harness.data.fingerprint.fingerprint_of_read)."""
 
-    def __init__(self, videos: list[Video], spec: FramesSpec, encoded: bool = False):
-        self.videos, self.spec, self.encoded = videos, spec, encoded
+    def __init__(self, videos: list[Video], spec: FramesSpec, encoded: bool = False, fingerprints: bool = False):
+        self.videos, self.spec, self.encoded, self.fingerprints = videos, spec, encoded, fingerprints
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -31,17 +33,27 @@ class ClipDataset(Dataset):
         return i, (read_encoded_clip if self.encoded else load_clip)(self.videos[i], self.spec)
 
     def __getitems__(self, indices: list[int]):
-        """(positions [B], clips float [B, 3, T, crop, crop]) or, `encoded`, (positions, [EncodedClip]). The clips
-        are decoded straight into the batch (no stack of separate clips: a copy of 154 MB a batch of 16 clips at
-        16 x 224 x 224). In a worker the batch lies in shared memory, which the main process maps without a copy."""
+        """(positions [B], clips float [B, 3, T, crop, crop]) or, `encoded`, (positions, [EncodedClip]), and with
+        `fingerprints` a third item, [(stamp, fingerprint)]. The clips are decoded straight into the batch (no stack
+        of separate clips: a copy of 154 MB a batch of 16 clips at 16 x 224 x 224). In a worker the batch lies in
+        shared memory, which the main process maps without a copy."""
         try:
-            if self.encoded:
-                return torch.tensor(indices), [read_encoded_clip(self.videos[i], self.spec) for i in indices]
-            s = self.spec
-            clips = _batch_tensor((len(indices), 3, s.count, s.crop, s.crop))
-            for place, i in zip(clips, indices):
-                load_clip(self.videos[i], s, out=place)
-            return torch.tensor(indices), clips
+            s, read = self.spec, []
+            clips = [] if self.encoded else _batch_tensor((len(indices), 3, s.count, s.crop, s.crop))
+            for place, i in enumerate(indices):
+                video = self.videos[i]
+                if not (self.encoded or self.fingerprints):
+                    load_clip(video, s, out=clips[place])
+                    continue
+                stamp = video_stamp(video, s) if self.fingerprints else None  # before the files are read
+                encoded = read_encoded_clip(video, s)
+                if self.fingerprints:
+                    read.append((stamp, fingerprint_of_read(video, s, encoded.blobs)))
+                if self.encoded:
+                    clips.append(encoded)
+                else:
+                    decode_clip(encoded, s, out=clips[place])
+            return (torch.tensor(indices), clips, read) if self.fingerprints else (torch.tensor(indices), clips)
         except HarnessError as e:
             if get_worker_info() is None:
                 raise
@@ -80,20 +92,23 @@ class _ClipLoader(DataLoader):
             yield item
 
 
-def clip_batches(videos: list[Video], spec: FramesSpec, batch_size: int, workers: int, device: torch.device, on_device: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def clip_batches(videos: list[Video], spec: FramesSpec, batch_size: int, workers: int, device: torch.device, on_device: bool = False,
+                 fingerprints: bool = False) -> Iterator[tuple]:
     """(positions [B], clips float [B, 3, T, crop, crop]) in order, for a backbone on `device`; `on_device`: the
-    workers only read the files, and the frames are decoded and the clips made on `device` (`decode_clips`)."""
-    loader = clip_loader(videos, spec, batch_size, workers, pin_memory=device.type == "cuda" and not on_device, encoded=on_device)
-    for positions, clips in loader:
-        yield positions, decode_clips(clips, spec, device) if on_device else clips
+    workers only read the files, and the frames are decoded and the clips made on `device` (`decode_clips`).
+    `fingerprints`: a third item, [(stamp, fingerprint)] of the bytes each clip was made from."""
+    loader = clip_loader(videos, spec, batch_size, workers, pin_memory=device.type == "cuda" and not on_device, encoded=on_device, fingerprints=fingerprints)
+    for positions, clips, *read in loader:
+        yield positions, decode_clips(clips, spec, device) if on_device else clips, *read
 
 
-def clip_loader(videos: list[Video], spec: FramesSpec, batch_size: int, workers: int, pin_memory: bool = False, encoded: bool = False) -> DataLoader:
+def clip_loader(videos: list[Video], spec: FramesSpec, batch_size: int, workers: int, pin_memory: bool = False, encoded: bool = False,
+                fingerprints: bool = False) -> DataLoader:
     """Batches (positions [B], clips): float [B, 3, T, crop, crop], or with `encoded` a list of `EncodedClip`
-    for `decode_clips`."""
+    for `decode_clips`; with `fingerprints` a third item (see ClipDataset)."""
     load_decoders()  # once here, before the workers fork, not once in each of them
     return _ClipLoader(
-        ClipDataset(videos, spec, encoded),
+        ClipDataset(videos, spec, encoded, fingerprints),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
