@@ -1,7 +1,8 @@
 """Batches of clips for a backbone: which videos go together, in which process they are decoded, how a worker's
-error reaches the caller. The pixels are harness.data.clips's (`load_clip`, `read_encoded_clip`, `decode_clips`),
-bit for bit: nothing here computes a pixel, so this module is not part of the backbone's code hash and an edit
-here embeds nothing anew."""
+error reaches the caller, and, for the feature store, the fingerprint of the bytes each clip was made from
+(harness.data.fingerprint). The pixels are harness.data.clips's (`load_clip`, `read_encoded_clip`, `decode_clip`,
+`decode_clips`), bit for bit: nothing here computes a pixel, so this module is not part of the backbone's code
+hash and an edit here embeds nothing anew."""
 from __future__ import annotations
 
 import math
