@@ -43,11 +43,8 @@ class ClipDataset(Dataset):
             clips = [] if self.encoded else _batch_tensor((len(indices), 3, s.count, s.crop, s.crop))
             for place, i in enumerate(indices):
                 video = self.videos[i]
-                if not (self.encoded or self.fingerprints):
-                    load_clip(video, s, out=clips[place])
-                    continue
                 stamp = video_stamp(video, s) if self.fingerprints else None  # before the files are read
-                encoded = read_encoded_clip(video, s)
+                encoded = read_encoded_clip(video, s)  # what `load_clip` reads, then decodes (`decode_clip`)
                 if self.fingerprints:
                     read.append((stamp, fingerprint_of_read(video, s, encoded.blobs)))
                 if self.encoded:
