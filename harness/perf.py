@@ -377,7 +377,7 @@ def _harness_pass(index, frames, backbone, size: PerfSize, device: torch.device,
     # the store's writes and the videos' content fingerprints (in a new store, made from the bytes the loader reads
     # for decoding: their files' stamps and hashing), timed apart from decoding
     parts = {"fingerprint": 0.0, "write": 0.0}
-    timed_parts = [(features_module, "atomic_save_npy_checksummed", "write"), (features_module, "video_entry_key", "fingerprint"),
+    timed_parts = [(features_module, "atomic_save_npy_checksummed", "write"),
                    (loader_module, "video_stamp", "fingerprint"), (loader_module, "fingerprint_of_read", "fingerprint")]
     real = [getattr(module, name) for module, name, _ in timed_parts]
     _sync(device)
