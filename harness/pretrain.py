@@ -57,7 +57,7 @@ def pretrain(
     torch.manual_seed(settings["seed"])
     # every clip once into memory (half precision): the synthetic train split is small
     clips = torch.empty((len(train_index), 3, frames.count, frames.crop, frames.crop), dtype=torch.float16)
-    for positions, batch in clip_loader(train_index.videos, frames, batch_size=64, workers=workers):
+    for positions, batch in clip_loader(train_index.videos, frames, batch_size=64, workers=workers, reuse=True):
         clips[positions] = batch.half()
     position = {c: i for i, c in enumerate(train_index.classes)}
     labels = torch.tensor([position[v.class_name] for v in train_index.videos])

@@ -47,8 +47,13 @@ def test_an_augmented_clip_without_crop_or_flip_is_the_same_formula():
 def test_the_loaders_batches_are_the_clips_in_order_bit_for_bit(tiny_root, workers):
     videos = build_index(tiny_root, tiny_root / "testlist.txt", "test", 8).videos[:7]
     spec = SPECS[0]
-    batches = list(clip_batches(videos, spec, 3, workers, torch.device("cpu")))
+    batches, places = [], set()
+    for positions, clips in clip_batches(videos, spec, 3, workers, torch.device("cpu")):
+        places.add(clips.data_ptr())
+        batches.append((positions, clips.clone()))  # a batch is valid until the next is asked for
     assert [len(p) for p, _ in batches] == [3, 3, 1]  # the last one short
+    if workers == 0:
+        assert len(places) == 1  # each batch written where the one before was: no fresh memory to fault in per batch
     assert torch.cat([p for p, _ in batches]).tolist() == list(range(7))
     assert torch.equal(torch.cat([c for _, c in batches]), torch.stack([load_clip(v, spec) for v in videos]))
 
