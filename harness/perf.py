@@ -366,8 +366,9 @@ def bench_end_to_end(size: PerfSize, device: torch.device, cache: Path, workers:
 @torch.inference_mode()
 def _warm_up(backbone, frames, device: torch.device) -> None:
     """The backbone run once on each batch size either way gives it (the harness's batch, one episode's videos),
-    not timed: the first batch of a size makes its convolution kernels (oneDNN: 1.2-1.8 s for the harness's batch
-    on 2 cores), which the first round's harness would pay and no per-episode pass after it."""
+    not timed, so that the first round's harness does not pay for the process's first batches, which no per-episode
+    pass after it pays: on 2 cores the first round's backbone took 0.9-2.1 s in 5 of 6 runs without this (0.3-0.5 s
+    in later rounds), and 0.3-0.4 s in 3 of 3 with it."""
     from harness.features import embed_clips, prepare_backbone
 
     way, shot, query = E2E_EPISODE
