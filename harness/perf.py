@@ -789,7 +789,6 @@ QUICKSTART_WARM_TARGET_S = 10.0
 def bench_quickstart(cache: Path, log) -> dict:
     """The quickstart as a user runs it, in a fresh data home: cold (generate, pretrain, embed, train, score),
     then warm (the same command again: everything is found), each in its own process, with its phases."""
-    import shutil
     import subprocess
 
     from harness.quickstart import PHASES_FILE
