@@ -68,6 +68,7 @@ def test_cmd_perf_tiny(tmp_path, capsys):
     e2e = result["end_to_end"]
     assert e2e["predictions_identical"] and e2e["per_episode"]["extrapolated"]
     assert len(e2e["rounds"]) == 2 and e2e["ratio_range"][0] <= e2e["ratio"] <= e2e["ratio_range"][1]
+    assert all(r["store_write_s"] > 0 for r in e2e["rounds"])  # each round's store writes: the disk's state shows
     assert e2e["target_holds"] is None  # tiny sizes: the 50x target does not apply
     assert e2e["disk_before"]["file_creation_ms"] > 0 and e2e["disk_before"]["waited_for_the_disk_s"] < 1  # tiny: no wait, one probe
     assert set(result["machine"]) == {"end_to_end", "heads", "extraction"}
