@@ -112,7 +112,10 @@ def clip_batches(videos: list[Video], spec: FramesSpec, batch_size: int, workers
     `fingerprints`: a third item, [(stamp, fingerprint)] of the bytes each clip was made from.
     A batch's clips are valid until the next batch is asked for (without workers the next batch is written into the
     same memory): use them, or copy them, before."""
-    loader = clip_loader(videos, spec, batch_size, workers, pin_memory=device.type == "cuda" and not on_device, encoded=on_device, fingerprints=fingerprints, reuse=True)
+    pin = device.type == "cuda" and not on_device
+    # the buffer is reused where nothing reads it after the next batch is asked for: on the CPU, and through the
+    # pinned copy made for a GPU (another device might still be copying from it)
+    loader = clip_loader(videos, spec, batch_size, workers, pin_memory=pin, encoded=on_device, fingerprints=fingerprints, reuse=device.type == "cpu" or pin)
     for positions, clips, *read in loader:
         yield positions, decode_clips(clips, spec, device) if on_device else clips, *read
 
