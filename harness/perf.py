@@ -76,7 +76,7 @@ class PerfSize:
     loaded_rounds: int = 3  # rounds of the heads' quiet and loaded rates (`--load`; medians reported)
     loaded_episodes: int = 3000  # episodes each of those rounds scores batched (the first ones)
     loader_clips: int = 96  # clips of the loader alone at the real size (16 JPEG frames of 320 x 240 -> 16 x 224 x 224)
-    disk_wait_s: float = 60.0  # the longest the end to end waits for file creation to be quick (see wait_for_a_quiet_disk)
+    disk_wait_s: float = 120.0  # the longest the end to end waits for file creation to be quick (see wait_for_a_quiet_disk)
 
 
 SIZES = {
@@ -232,15 +232,15 @@ DISK_BUSY_MS = 0.15
 DISK_QUIET_PROBES, DISK_SETTLE_S = 3, 2.0
 
 
-def file_creation_ms(folder: Path, n: int = 128) -> float:
+def file_creation_ms(folder: Path, n: int) -> float:
     """Milliseconds to create, write (16 KB) and rename one file, laid out as the feature store lays out its entries
-    (videos/<2 hex digits>/, 32 folders), averaged over `n` files. They are left in a new folder under `folder` (the
-    caller's temporary one): deleting them would make the next files slow to create (see wait_for_a_quiet_disk)."""
+    (videos/<2 hex digits>/), averaged over `n` files. They are left in a new folder under `folder` (the caller's
+    temporary one): deleting them would make the next files slow to create (see wait_for_a_quiet_disk)."""
     probe = Path(tempfile.mkdtemp(prefix=".fsv-disk-probe-", dir=folder))
     data = bytes(16 << 10)
     t = time.perf_counter()
     for i in range(n):
-        where = probe / "videos" / f"{i % 32:02x}"
+        where = probe / "videos" / f"{i % 256:02x}"
         where.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=where)
         os.write(fd, data)
@@ -249,18 +249,19 @@ def file_creation_ms(folder: Path, n: int = 128) -> float:
     return (time.perf_counter() - t) / n * 1000
 
 
-def wait_for_a_quiet_disk(folder: Path, record: dict, log, most_s: float) -> None:
-    """Wait (at most `most_s` seconds) until creating files in `folder` is quick, DISK_QUIET_PROBES times in a row,
-    and record how long it took then and how long perf waited. This machine's disk is ext4 without a journal, where
-    a new file skips the inodes freed in the last minute (the kernel's `recently_deleted` check, seen with `perf
-    record`; all of it CPU time in the kernel, no disk read): after 5,000 files had been deleted, store-like writes
-    took 0.8-2.0 ms a file for 35 s, and 0.11-0.22 ms from 40 s on. One probe is not enough: in that minute a probe
-    of 64 files read quick in 4 of 10 tries (and always in the second of the deletion, which the check skips). A
-    store written in such a moment times the disk's past, not the harness."""
+def wait_for_a_quiet_disk(folder: Path, files: int, record: dict, log, most_s: float) -> None:
+    """Wait (at most `most_s` seconds) until creating `files` files in `folder` (as many as the store will write) is
+    quick, DISK_QUIET_PROBES times in a row, and record how long it took then and how long perf waited. This
+    machine's disk is ext4 without a journal, where a new file skips the inodes freed in the last minute (the
+    kernel's `recently_deleted` check, seen with `perf record`; all of it CPU time in the kernel, no disk read):
+    after 5,000 files had been deleted, store-like writes took 0.2-1.2 ms a file for 45 s, coming and going. Small
+    probes do not see it: in that minute a probe of 128 files read 0.12 ms while the store's 1,292 files that
+    followed took 0.88 ms each; a probe of 1,292 files read 1.26 ms then, and followed the store within a factor of
+    2 in 10 tries. A store written in such a moment times the disk's past, not the harness."""
     t = time.perf_counter()
     quick = slow = 0
     while True:
-        ms = file_creation_ms(folder)
+        ms = file_creation_ms(folder, files)
         quick, slow = (quick + 1, slow) if ms <= DISK_BUSY_MS else (0, slow + 1)
         if quick >= DISK_QUIET_PROBES or time.perf_counter() - t >= most_s:
             break
@@ -332,10 +333,10 @@ def bench_end_to_end(size: PerfSize, device: torch.device, cache: Path, workers:
         t = time.perf_counter()
         index, root = _synthetic_pool(cache, size, tmp)
         log(f"end to end: pool of {len(index)} synthetic videos in {len(index.classes)} classes ({root}; ready in {time.perf_counter() - t:.1f} s, not timed)")
-        wait_for_a_quiet_disk(tmp, disk, log, size.disk_wait_s)
+        wait_for_a_quiet_disk(tmp, len(index), disk, log, size.disk_wait_s)
         torch.manual_seed(0)
         backbone = create_backbone("tiny3d").eval().to(device)
-        _warm_up(backbone, frames, device)
+        _warm_up(backbone, index.videos, frames, device)
         rounds = []
         for r in range(size.e2e_rounds):
             harness, harness_pred, head = _harness_pass(index, frames, backbone, size, device, workers, tmp / f"home-{r}")
@@ -376,17 +377,21 @@ def bench_end_to_end(size: PerfSize, device: torch.device, cache: Path, workers:
 
 
 @torch.inference_mode()
-def _warm_up(backbone, frames, device: torch.device) -> None:
-    """The backbone run once on each batch size either way gives it (the harness's batch, one episode's videos),
-    not timed, so that the first round's harness does not pay for the process's first batches, which no per-episode
-    pass after it pays: on 2 cores the first round's backbone took 0.9-2.1 s in 5 of 6 runs without this (0.3-0.5 s
-    in later rounds), and 0.3-0.4 s in 3 of 3 with it."""
+def _warm_up(backbone, videos, frames, device: torch.device) -> None:
+    """The first steps of both ways, once, not timed: a batch of clips through the loader and the backbone (the
+    harness's), one episode's clips one by one and the backbone on them (the per-episode pipeline's). The first round's
+    harness would otherwise pay for the process's first batches (kernels, memory the allocator has not got yet),
+    which no per-episode pass after it pays: on 2 cores the first round's backbone took 0.9-2.1 s in 5 of 6 runs
+    with no warm-up (0.3-0.5 s in later rounds)."""
+    from harness.data.clips import load_clip
+    from harness.data.loader import clip_batches
     from harness.features import embed_clips, prepare_backbone
 
     way, shot, query = E2E_EPISODE
     prepare_backbone(backbone, device)
-    for n in (E2E_BATCH, way * (shot + query)):
-        embed_clips(backbone, torch.zeros(n, 3, frames.count, frames.crop, frames.crop), device)
+    for _, clips in clip_batches(videos[:E2E_BATCH], frames, E2E_BATCH, 0, device):
+        embed_clips(backbone, clips, device)
+    backbone(torch.stack([load_clip(v, frames) for v in videos[: way * (shot + query)]]).to(device))
     _sync(device)
 
 

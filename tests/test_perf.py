@@ -132,18 +132,18 @@ def test_the_end_to_end_waits_for_a_busy_disk_and_says_so(tmp_path, monkeypatch)
     probes in a row are quick, and records it."""
     import harness.perf as perf
 
-    assert 0 < perf.file_creation_ms(tmp_path, n=8)
+    assert 0 < perf.file_creation_ms(tmp_path, 8)
     assert len(list(tmp_path.iterdir())) == 1 and len(list(tmp_path.rglob("*.npy"))) == 8  # left in place: deleting them would slow the next files
     probes, slept, said = iter([0.9, 0.06, 0.8, 0.06, 0.06, 0.06]), [], []
-    monkeypatch.setattr(perf, "file_creation_ms", lambda folder: next(probes))
+    monkeypatch.setattr(perf, "file_creation_ms", lambda folder, n: next(probes))
     monkeypatch.setattr(perf.time, "sleep", slept.append)
     record = {}
-    perf.wait_for_a_quiet_disk(tmp_path, record, said.append, 60.0)
+    perf.wait_for_a_quiet_disk(tmp_path, 8, record, said.append, 60.0)
     assert len(slept) == 5 and record["file_creation_ms"] == 0.06 and "waited" in said[-1]  # one quick probe between slow ones is not enough
     quiet = iter([0.06] * 3)
-    monkeypatch.setattr(perf, "file_creation_ms", lambda folder: next(quiet))
-    perf.wait_for_a_quiet_disk(tmp_path, record := {}, said.append, 60.0)
+    monkeypatch.setattr(perf, "file_creation_ms", lambda folder, n: next(quiet))
+    perf.wait_for_a_quiet_disk(tmp_path, 8, record := {}, said.append, 60.0)
     assert len(slept) == 7 and len(said) == 1  # a quiet disk: three probes, nothing to say
-    monkeypatch.setattr(perf, "file_creation_ms", lambda folder: 0.9)
-    perf.wait_for_a_quiet_disk(tmp_path, record := {}, said.append, 0.0)
+    monkeypatch.setattr(perf, "file_creation_ms", lambda folder, n: 0.9)
+    perf.wait_for_a_quiet_disk(tmp_path, 8, record := {}, said.append, 0.0)
     assert record["file_creation_ms"] == 0.9 and "time a busy disk" in said[-1]
