@@ -2,6 +2,8 @@
 frames, in float32, laid out [3, T, crop, crop]; and the loader's batches are those clips, bit for bit."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torchvision.transforms.v2.functional as TF
 
 from harness.data.clips import augment, load_clip, preprocess
 from harness.data.index import build_index
-from harness.data.loader import clip_batches
+from harness.data.loader import PREFETCH, clip_batches
 from harness.protocol import FramesSpec
 
 SPECS = [FramesSpec(count=8, resize=40, crop=32), FramesSpec(count=5, resize=24, crop=24, mean=(0.5, 0.25, 0.125), std=(0.2, 0.3, 0.7))]
@@ -56,6 +58,22 @@ def test_the_loaders_batches_are_the_clips_in_order_bit_for_bit(tiny_root, worke
         assert len(places) == 1  # each batch written where the one before was: no fresh memory to fault in per batch
     assert torch.cat([p for p, _ in batches]).tolist() == list(range(7))
     assert torch.equal(torch.cat([c for _, c in batches]), torch.stack([load_clip(v, spec) for v in videos]))
+
+
+def test_workers_write_their_batches_into_a_ring_each_slot_again_only_once_asked_past(tiny_root):
+    """With workers, batches go through a few slots of shared memory: many batches, each the clips of `load_clip`
+    when it is used (before the next is asked for), however far the workers run ahead."""
+    videos = build_index(tiny_root, tiny_root / "testlist.txt", "test", 8).videos
+    spec, workers = SPECS[0], 2
+    n_batches = len(videos)  # batches of one clip: many more batches than slots
+    places, seen = set(), []
+    for positions, clips in clip_batches(videos, spec, 1, workers, torch.device("cpu")):
+        time.sleep(0.01)  # the workers run ahead while a batch is in use
+        places.add(clips.data_ptr())
+        seen.append((positions.tolist(), clips.clone()))
+    assert n_batches > PREFETCH * workers + 2 and len(places) == PREFETCH * workers + 2
+    assert [p for p, _ in seen] == [[i] for i in range(len(videos))]
+    assert torch.equal(torch.cat([c for _, c in seen]), torch.stack([load_clip(v, spec) for v in videos]))
 
 
 def test_clips_of_one_size_made_together_are_each_the_clip_made_alone():
