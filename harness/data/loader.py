@@ -46,18 +46,10 @@ class ClipDataset(Dataset):
         """(positions [B], clips float [B, 3, T, crop, crop]) or, `encoded`, (positions, [EncodedClip]), and with
         `fingerprints` a third item, [(stamp, fingerprint)]. The clips are decoded straight into the batch (no stack
         of separate clips: a copy of 154 MB a batch of 16 clips at 16 x 224 x 224). In a worker the batch lies in
-        shared memory, which the main process maps without a copy (with a ring, the slot the batch's number gives:
-        batches come in order)."""
+        shared memory, which the main process maps without a copy (`_batch_tensor`)."""
         try:
             s, read = self.spec, []
-            slot = None
-            if self.encoded:
-                clips = []
-            elif self.ring is not None and get_worker_info() is not None:
-                slot = indices[0] // len(self.ring[0]) % len(self.ring)  # batches are numbered in order
-                clips = self.ring[slot][: len(indices)]
-            else:
-                clips = self._batch_tensor((len(indices), 3, s.count, s.crop, s.crop))
+            clips, slot = ([], None) if self.encoded else self._batch_tensor(indices)
             for place, i in enumerate(indices):
                 video = self.videos[i]
                 stamp = video_stamp(video, s) if self.fingerprints else None  # before the files are read
@@ -78,19 +70,26 @@ class ClipDataset(Dataset):
             # the worker's traceback as its text): carry the error as data, raised again by _ClipLoader
             return _Failure(e.what, e.where, e.fix)
 
-    def _batch_tensor(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """An uninitialised float32 tensor for a batch: in a DataLoader worker in shared memory, as torch's own collate
-        makes it; with `reuse`, the buffer of the batch before. Fresh memory is paid for at its first write, a page
-        fault per 4 KiB (12.6 MB a batch of 16 clips at 16 x 64 x 64). Measured on 2 cores, alternating: embedding
-        1,292 such clips 3.0-5.5 s with a fresh batch each time, 2.4-4.0 s reusing one; the loader alone at
-        16 x 224 x 224 from 320 x 240 JPEG, 38-47 clips/s fresh, 50-58 reusing."""
+    def _batch_tensor(self, indices: list[int]) -> tuple[torch.Tensor, int | None]:
+        """(an uninitialised float32 tensor for the batch of `indices`, its slot of `ring` or None). In a DataLoader
+        worker it lies in shared memory: the slot the batch's number gives (batches come in order), or without a ring
+        a new tensor, as torch's own collate makes it; in this process with `reuse`, the buffer of the batch before.
+        Fresh memory is paid for at its first write, a page fault per 4 KiB (12.6 MB a batch of 16 clips at
+        16 x 64 x 64). Measured on 2 cores, alternating: embedding 1,292 such clips 3.0-5.5 s with a fresh batch each
+        time, 2.4-4.0 s reusing one; the loader alone at 16 x 224 x 224 from 320 x 240 JPEG, 38-47 clips/s fresh,
+        50-58 reusing."""
+        s = self.spec
+        shape = (len(indices), 3, s.count, s.crop, s.crop)
         if get_worker_info() is not None:
-            return _shared_tensor(shape)
+            if self.ring is None:
+                return _shared_tensor(shape), None
+            slot = indices[0] // len(self.ring[0]) % len(self.ring)
+            return self.ring[slot][: len(indices)], slot
         if not self.reuse:
-            return torch.empty(shape, dtype=torch.float32)
+            return torch.empty(shape, dtype=torch.float32), None
         if self._buffer is None or self._buffer.shape[1:] != shape[1:] or len(self._buffer) < shape[0]:
             self._buffer = torch.empty(shape, dtype=torch.float32)
-        return self._buffer[: shape[0]]
+        return self._buffer[: shape[0]], None
 
 
 def _shared_tensor(shape: tuple[int, ...]) -> torch.Tensor:
