@@ -384,13 +384,11 @@ def _warm_up(backbone, videos, frames, device: torch.device) -> None:
     which no per-episode pass after it pays: on 2 cores the first round's backbone took 0.9-2.1 s in 5 of 6 runs
     with no warm-up (0.3-0.5 s in later rounds)."""
     from harness.data.clips import load_clip
-    from harness.data.loader import clip_batches
-    from harness.features import embed_clips, prepare_backbone
+    from harness.features import prepare_backbone
 
     way, shot, query = E2E_EPISODE
     prepare_backbone(backbone, device)
-    for _, clips in clip_batches(videos[:E2E_BATCH], frames, E2E_BATCH, 0, device):
-        embed_clips(backbone, clips, device)
+    _extract_rate(backbone, videos[:E2E_BATCH], frames, 0, device)  # a batch of E2E_BATCH clips, as the store makes it
     backbone(torch.stack([load_clip(v, frames) for v in videos[: way * (shot + query)]]).to(device))
     _sync(device)
 
